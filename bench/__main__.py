@@ -1,0 +1,23 @@
+"""`python -m bench [NAME ...] [--quick]`: run the benchmarks (all by default)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SUITES = {"record": "bench.record_bench"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", choices=[*SUITES, []][:-1] or None,
+                        help=f"suites to run (default: all): {', '.join(SUITES)}")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args()
+    for name in args.names or list(SUITES):
+        importlib.import_module(SUITES[name]).run(quick=args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,21 @@
+"""ticktape recorder: a seeded price simulator and the crash-safe Parquet event log."""
+
+from recorder.config import SimConfig, SymbolParams
+from recorder.errors import TicktapeError
+from recorder.logformat import Log, LogWriter, find_logs, recover_log, verify_log
+from recorder.record import RecordConfig, record
+from recorder.simulator import Simulator
+
+__all__ = [
+    "Log",
+    "LogWriter",
+    "RecordConfig",
+    "SimConfig",
+    "Simulator",
+    "SymbolParams",
+    "TicktapeError",
+    "find_logs",
+    "record",
+    "recover_log",
+    "verify_log",
+]

@@ -1,0 +1,50 @@
+"""Shared fixtures: small recorded logs, a CLI runner in a subprocess, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recorder.config import SimConfig, parse_symbols
+from recorder.record import RecordConfig, record
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `ticktape ARGS` as a user would, in its own process."""
+    return subprocess.run([sys.executable, "-m", "ticktape", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_log(path: Path, *, ticks: int = 5_000, seed: int = 7, symbols: str = "BTC-USD",
+             rate: float = 50.0, segment_rows: int = 1_000_000) -> Path:
+    record(RecordConfig(path=path, sim=SimConfig(seed=seed, rate=rate,
+                                                 symbols=parse_symbols(symbols)),
+                        ticks=ticks, segment_rows=segment_rows))
+    return path
+
+
+@pytest.fixture
+def small_log(tmp_path: Path) -> Path:
+    return make_log(tmp_path / "btc", ticks=5_000, segment_rows=2_000)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Iterator[Path]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield ARTIFACTS

@@ -1,0 +1,90 @@
+"""`ticktape info|verify|recover`: inspect and repair logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from recorder.logformat import Log, recover_log, verify_log
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("info", help="summarize a log",
+                       description="Print a log's events, seq and time span, symbols, size "
+                                   "and metadata.")
+    p.add_argument("log", metavar="LOG", type=Path)
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(run=run_info)
+
+    p = sub.add_parser("verify", help="check a log against the format's rules",
+                       description="Check schema, metadata, seq continuity, ts order and "
+                                   "finite positive price and size. Exit 0 if sound, 1 if "
+                                   "damaged, 2 if not a log.")
+    p.add_argument("log", metavar="LOG", type=Path)
+    p.add_argument("--regenerate", action="store_true",
+                   help="also re-run the simulator from the log's metadata and compare events")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(run=run_verify)
+
+    p = sub.add_parser("recover", help="seal a log left open by a killed recorder",
+                       description="Keep the journal up to its last complete batch, seal it as "
+                                   "a segment and remove leftovers. Sealed segments are never "
+                                   "rewritten.")
+    p.add_argument("log", metavar="LOG", type=Path)
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(run=run_recover)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = Log(args.log).info().to_json()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    meta = info["ticktape"]
+    lines = [
+        f"log        {info['name']}  ({info['path']})",
+        f"events     {info['events']:,}  (seq {info['first_seq']}..{info['last_seq']})",
+        f"time       {info['first_ts']} .. {info['last_ts']}",
+        f"symbols    {', '.join(info['symbols']) or '-'}",
+        f"size       {info['bytes']:,} bytes in {info['segments']} segment(s)"
+        + (f", {info['bytes'] / info['events']:.2f} bytes/event" if info["events"] else ""),
+        f"source     {meta.get('source')}" + (f"  seed {meta['seed']}" if "seed" in meta else "")
+        + (f"  mode {meta['mode']}" if "mode" in meta else ""),
+    ]
+    if info["live"]:
+        lines.append("state      live (a recorder is writing it)")
+    print("\n".join(lines))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    report = verify_log(args.log, regenerate=args.regenerate)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    elif report.ok:
+        extra = ", regenerated identically" if report.regenerated else ""
+        print(f"ok: {report.name}: {report.events:,} events in {report.segments} segment(s)"
+              f"{extra}")
+    else:
+        print(f"damaged: {report.name}: {len(report.problems)} problem(s)")
+        for problem in report.problems:
+            print(f"  - {problem}")
+    return 0 if report.ok else 1
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    report = recover_log(args.log)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    elif report.sealed or report.removed_files:
+        print(f"recovered {report.name}: {report.recovered_events:,} events sealed into "
+              f"{report.sealed or 'no new segment'}; removed {', '.join(report.removed_files)}"
+              + (f"; dropped a torn tail of {report.dropped_bytes} bytes"
+                 if report.dropped_bytes else ""))
+    else:
+        print(f"{report.name}: nothing to recover")
+    return 0

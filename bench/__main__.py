@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SUITES = {"record": "bench.record_bench"}
+SUITES = {"record": "bench.record_bench", "analysis": "bench.analysis_bench"}
 
 
 def main() -> int:

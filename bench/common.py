@@ -49,7 +49,8 @@ class Report:
                               baseline_name=baseline_name, ratio=ratio, target=target))
         base = f"{baseline:,.3f} {unit} ({baseline_name})" if baseline else "-"
         rat = f"{ratio:.2f}x" if ratio is not None else ""
-        print(f"  {figure:<44} {value:>14,.3f} {unit:<10} vs {base:<46} {rat:>8}  {target}",
+        shown = f"{value:>14.3e}" if value and abs(value) < 0.01 else f"{value:>14,.3f}"
+        print(f"  {figure:<44} {shown} {unit:<10} vs {base:<46} {rat:>8}  {target}",
               flush=True)
 
     def save(self) -> None:

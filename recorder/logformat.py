@@ -289,11 +289,27 @@ class Log:
         self.path = Path(path)
         self.name = self.path.stem if self.path.suffix == ".parquet" else self.path.name
         self._symbols_cache: dict[Path, list[str]] = {}
-        self.segments: list[Segment] = []
-        self.journal: list[pa.RecordBatch] = []
-        self.live = False
-        self.metadata: dict[str, Any] = {}
+        # One immutable snapshot, replaced whole by refresh(): readers in other threads see
+        # sealed segments and journal from the same instant, never a seal half-applied.
+        self._snap: tuple[list[Segment], list[pa.RecordBatch], bool, dict[str, Any]] = (
+            [], [], False, {})
         self.refresh()
+
+    @property
+    def segments(self) -> list[Segment]:
+        return self._snap[0]
+
+    @property
+    def journal(self) -> list[pa.RecordBatch]:
+        return self._snap[1]
+
+    @property
+    def live(self) -> bool:
+        return self._snap[2]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._snap[3]
 
     # -- discovery -------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -305,8 +321,8 @@ class Log:
             if path.suffix != ".parquet":
                 raise NotALogError(f"{path} is not a log (expected a directory or a .parquet file)")
             seg = _open_segment(path)
-            self.segments, self.metadata = [seg], seg.metadata
-            self._check_order()
+            self._check_order([seg])
+            self._snap = ([seg], [], False, seg.metadata)
             return
         if not path.is_dir():
             raise NotALogError(f"{path} is not a log")
@@ -319,8 +335,8 @@ class Log:
                     if n.endswith(".parquet") and not n.startswith(("_", "."))]
         segments.sort(key=lambda s: (s.first_seq, s.rows))
         has_journal = JOURNAL in names
-        self.live = has_journal and _lock_is_held(path)
-        if (has_journal or any(n.startswith(TMP_PREFIX) for n in names)) and not self.live:
+        live = has_journal and _lock_is_held(path)
+        if (has_journal or any(n.startswith(TMP_PREFIX) for n in names)) and not live:
             # A listing race with a recorder closing cleanly looks the same for an instant.
             if _lock_is_held(path) or not (path / JOURNAL).exists() and not any(
                     n.startswith(TMP_PREFIX) for n in os.listdir(path)):
@@ -329,23 +345,23 @@ class Log:
                 f"{path} was left open by a recorder that stopped: run `ticktape recover {path}`")
         journal: list[pa.RecordBatch] = []
         metadata = segments[-1].metadata if segments else {}
-        if self.live:
+        if live:
             schema, journal, _ = read_journal(path / JOURNAL)
             if schema is not None:
                 metadata = metadata or _parse_metadata(schema.metadata, str(path / JOURNAL))
             next_seq = segments[-1].first_seq + segments[-1].rows if segments else 0
             journal = [b.slice(max(0, next_seq - int(b.column(0)[0].as_py()))) for b in journal
                        if b.num_rows and int(b.column(0)[-1].as_py()) >= next_seq]
-        if not segments and not self.live:
+        if not segments and not live:
             if names and all(n.startswith(("_", ".")) for n in names):
                 raise NeedsRecoveryError(f"{path} holds no sealed segment: run `ticktape recover {path}`")
             raise NotALogError(f"{path} is not a log (no Parquet segments)")
-        self.segments, self.journal, self.metadata = segments, journal, metadata
-        self._check_order()
+        self._check_order(segments)
+        self._snap = (segments, journal, live, metadata)
 
-    def _check_order(self) -> None:
+    def _check_order(self, segments: list[Segment]) -> None:
         expected = 0
-        for seg in self.segments:
+        for seg in segments:
             if seg.rows and seg.first_seq != expected:
                 raise LogDamagedError(
                     f"{self.name}: segment {seg.path.name} starts at seq {seg.first_seq}, expected "
@@ -355,7 +371,8 @@ class Log:
     # -- summary ---------------------------------------------------------------------------
     @property
     def events(self) -> int:
-        return sum(s.rows for s in self.segments) + sum(b.num_rows for b in self.journal)
+        segments, journal, _, _ = self._snap
+        return sum(s.rows for s in segments) + sum(b.num_rows for b in journal)
 
     def _segment_symbols(self, seg: Segment) -> list[str]:
         if seg.path not in self._symbols_cache:
@@ -372,41 +389,46 @@ class Log:
         return self._symbols_cache[seg.path]
 
     def info(self) -> LogInfo:
+        segments, journal, live, metadata = self._snap
         symbols: set[str] = set()
-        for seg in self.segments:
+        for seg in segments:
             symbols.update(self._segment_symbols(seg))
-        for batch in self.journal:
+        for batch in journal:
             symbols.update(pc.unique(batch.column(2)).to_pylist())
-        ts_min = [s.ts_min for s in self.segments if s.ts_min is not None]
-        ts_max = [s.ts_max for s in self.segments if s.ts_max is not None]
-        for batch in self.journal:
+        ts_min = [s.ts_min for s in segments if s.ts_min is not None]
+        ts_max = [s.ts_max for s in segments if s.ts_max is not None]
+        for batch in journal:
             if batch.num_rows:
                 ts = batch.column(1).cast(pa.int64())
                 ts_min.append(int(ts[0].as_py()))
                 ts_max.append(int(ts[-1].as_py()))
-        events = self.events
-        size = sum(s.path.stat().st_size for s in self.segments)
-        if self.live:
+        events = sum(s.rows for s in segments) + sum(b.num_rows for b in journal)
+        size = 0
+        for seg in segments:
+            with contextlib.suppress(FileNotFoundError):
+                size += seg.path.stat().st_size
+        if live:
             with contextlib.suppress(FileNotFoundError):
                 size += (self.path / JOURNAL).stat().st_size
         return LogInfo(
             name=self.name, path=str(self.path), events=events,
             first_seq=0 if events else None, last_seq=events - 1 if events else None,
             first_ts=min(ts_min) if ts_min else None, last_ts=max(ts_max) if ts_max else None,
-            symbols=sorted(symbols), bytes=size, segments=len(self.segments), live=self.live,
-            metadata=self.metadata,
+            symbols=sorted(symbols), bytes=size, segments=len(segments), live=live,
+            metadata=metadata,
         )
 
     # -- reading ---------------------------------------------------------------------------
     def seq_at_ts(self, ts_ns: int) -> int:
         """The first seq whose ts >= ts_ns (events when none), by bisecting segments then rows."""
+        segments, journal, _, _ = self._snap
         base = 0
-        for seg in self.segments:
+        for seg in segments:
             if seg.ts_max is not None and seg.ts_max >= ts_ns:
                 ts = pq.read_table(seg.path, columns=["ts"]).column(0).cast(pa.int64()).to_numpy()
                 return base + int(np.searchsorted(ts, ts_ns, side="left"))
             base += seg.rows
-        for batch in self.journal:
+        for batch in journal:
             ts = batch.column(1).cast(pa.int64()).to_numpy()
             if len(ts) and ts[-1] >= ts_ns:
                 return base + int(np.searchsorted(ts, ts_ns, side="left"))
@@ -417,15 +439,16 @@ class Log:
                      columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """The log's events from from_seq on, in seq order, without loading the log whole."""
         names = columns or SCHEMA.names
+        segments, journal, _, _ = self._snap
         expected = from_seq
         base = 0
-        for seg in self.segments:
+        for seg in segments:
             end = base + seg.rows
             if end > expected:
                 yield from self._segment_batches(seg, base, expected, batch_rows, names)
                 expected = end
             base = end
-        for batch in self.journal:
+        for batch in journal:
             first = int(batch.column(0)[0].as_py())
             if first + batch.num_rows > expected:
                 piece = batch.slice(max(0, expected - first))

@@ -1,0 +1,284 @@
+"""The replay server: aiohttp app + python-socketio AsyncServer (contract §3-4, docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+from aiohttp import web
+
+from recorder.errors import TicktapeError
+from replayer.catalog import Catalog
+from replayer.config import ServerConfig
+from replayer.encoding import FastPacket
+from replayer.errors import BadRequest, NotAllowed, ReplayError
+from replayer.metrics import Metrics
+from replayer.protocol import parse_control, parse_subscribe
+from replayer.stream import ClientSink, Stream
+
+__all__ = ["STATE", "ReplayServer", "make_app"]
+
+logger = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+STATE: web.AppKey[ReplayServer] = web.AppKey("ticktape", object)  # type: ignore[arg-type]
+
+
+def _ack_errors(handler: Callable[..., Awaitable[dict[str, Any]]]
+                ) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Every client event returns an acknowledgement; nothing a client sends crashes the server."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: ReplayServer, sid: str, *args: Any) -> dict[str, Any]:
+        try:
+            if len(args) > 1:
+                raise BadRequest(f"expected one payload object, got {len(args)} arguments")
+            return await handler(self, sid, args[0] if args else None)
+        except ReplayError as exc:
+            self.metrics.errors[exc.code] += 1
+            return {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
+        except TicktapeError as exc:  # a damaged log, found while opening it
+            self.metrics.errors["log_error"] += 1
+            return {"ok": False, "error": {"code": "log_error", "message": str(exc)}}
+        except Exception:
+            logger.exception("handler %s failed", handler.__name__)
+            self.metrics.errors["internal"] += 1
+            return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+
+    return wrapper
+
+
+class ReplayServer:
+    """Owns the catalog, the Socket.IO server and every client's stream."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.catalog = Catalog(config.path)
+        self.metrics = Metrics()
+        origins: Any = list(config.cors_origins) or []
+        if "*" in config.cors_origins:
+            origins = "*"
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp", serializer=FastPacket, cors_allowed_origins=origins,
+            logger=False, engineio_logger=False, max_http_buffer_size=64 * 1024)
+        self.streams: dict[str, Stream] = {}  # sid -> the stream it receives
+        self.channels: dict[tuple[Any, ...], Stream] = {}  # broadcast key -> shared stream
+        self._register()
+
+    # -- Socket.IO -----------------------------------------------------------------------
+    def _register(self) -> None:
+        self.sio.on("connect", self.on_connect)
+        self.sio.on("disconnect", self.on_disconnect)
+        self.sio.on("subscribe", self.on_subscribe)
+        self.sio.on("control", self.on_control)
+        self.sio.on("unsubscribe", self.on_unsubscribe)
+        self.sio.on("*", self.on_unknown)
+
+    def _authorized(self, environ: dict[str, Any], auth: Any) -> bool:
+        if self.config.token is None:
+            return True
+        offered = auth.get("token") if isinstance(auth, dict) else None
+        if offered is None:
+            offered = parse_qs(environ.get("QUERY_STRING", "")).get("token", [None])[0]
+        return isinstance(offered, str) and hmac.compare_digest(offered, self.config.token)
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not self._authorized(environ, auth):
+            self.metrics.errors["unauthorized"] += 1
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": "unauthorized", "message": "a valid token is required"})
+        self.metrics.clients += 1
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.metrics.clients -= 1
+        await self._drop(sid)
+
+    async def _drop(self, sid: str) -> None:
+        stream = self.streams.pop(sid, None)
+        self.metrics.queue_depth.pop(sid, None)
+        if stream is None:
+            return
+        if stream.broadcast:
+            stream.leave(sid)
+            if stream.members == 0:
+                self._forget_channel(stream)
+                await stream.close()
+        else:
+            await stream.close()
+
+    def _forget_channel(self, stream: Stream) -> None:
+        for key, channel in list(self.channels.items()):
+            if channel is stream:
+                del self.channels[key]
+
+    @_ack_errors
+    async def on_subscribe(self, sid: str, payload: Any) -> dict[str, Any]:
+        request = parse_subscribe(payload)
+        log = self.catalog.get(request.log)
+        await asyncio.to_thread(log.refresh)
+        info = log.info()
+        if request.from_seq > info.events:
+            raise BadRequest(f"from_seq {request.from_seq} is beyond the log's end "
+                             f"({info.events} events)")
+        if request.symbols:
+            unknown = set(request.symbols) - set(info.symbols)
+            if unknown:
+                raise BadRequest(f"symbols not in log {log.name}: {', '.join(sorted(unknown))}")
+        await self._drop(sid)  # a new subscribe replaces the current stream
+        sink = ClientSink(self.sio, sid, request.encoding)
+        if request.broadcast:
+            if request.from_seq:
+                raise BadRequest("broadcast streams start where the shared clock is; "
+                                 "from_seq applies to mode 'stream'")
+            key = (log.name, request.speed, request.sma, request.symbols, request.loop)
+            channel = self.channels.get(key)
+            if channel is None or channel.state == "ended":
+                channel = Stream(log=log, request=request, config=self.config,
+                                 metrics=self.metrics, sinks=[], broadcast=True,
+                                 on_end=self._forget_channel)
+                self.channels[key] = channel
+                await channel.start()
+            channel.join(sink)
+            self.streams[sid] = channel
+        else:
+            stream = Stream(log=log, request=request, config=self.config,
+                            metrics=self.metrics, sinks=[sink])
+            self.streams[sid] = stream
+            await stream.start()
+        return {"ok": True, "log": info.to_json() | {"path": None},
+                "mode": "broadcast" if request.broadcast else "stream"}
+
+    @_ack_errors
+    async def on_control(self, sid: str, payload: Any) -> dict[str, Any]:
+        request = parse_control(payload)
+        stream = self.streams.get(sid)
+        if stream is None:
+            raise NotAllowed("no stream: subscribe first")
+        if stream.broadcast:
+            raise NotAllowed("a broadcast plays on a shared clock; subscribe with mode "
+                             "'stream' to control your own")
+        await stream.control(request)
+        return {"ok": True, "state": stream.state, "seq": stream.position}
+
+    @_ack_errors
+    async def on_unsubscribe(self, sid: str, payload: Any) -> dict[str, Any]:
+        if payload not in (None, {}):
+            raise BadRequest("unsubscribe takes an empty object")
+        had = sid in self.streams
+        await self._drop(sid)
+        return {"ok": True, "unsubscribed": had}
+
+    async def on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        self.metrics.errors["bad_request"] += 1
+        return {"ok": False, "error": {"code": "bad_request", "message": (
+            f"unknown event {event!r}; events: subscribe, control, unsubscribe")}}
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """SIGTERM: every stream ends with a status, every client is disconnected."""
+        streams = {id(s): s for s in self.streams.values()}
+        await asyncio.gather(*(s.shutdown() for s in streams.values()), return_exceptions=True)
+        self.streams.clear()
+        self.channels.clear()
+        for sid in list(self.sio.manager.get_participants("/", None)):
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect(sid[0])
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    server = request.app[STATE]
+    token = server.config.token
+    if token and request.path.startswith("/api/"):
+        offered = request.query.get("token") or request.headers.get(
+            "Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(offered or "", token):
+            server.metrics.errors["unauthorized"] += 1
+            return _error(401, "unauthorized", "a valid token is required")
+    response = await handler(request)
+    origin = request.headers.get("Origin")
+    allowed = server.config.cors_origins
+    if origin and ("*" in allowed or origin in allowed):
+        response.headers["Access-Control-Allow-Origin"] = origin
+    return response
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def _plotly_js(request: web.Request) -> web.StreamResponse:
+    import plotly
+
+    bundle = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return web.FileResponse(bundle, headers={"Cache-Control": "max-age=86400"})
+
+
+async def _logs(request: web.Request) -> web.Response:
+    server = request.app[STATE]
+    return web.json_response(await asyncio.to_thread(server.catalog.infos))
+
+
+async def _log(request: web.Request) -> web.Response:
+    server = request.app[STATE]
+    try:
+        info = await asyncio.to_thread(server.catalog.info, request.match_info["name"])
+    except ReplayError as exc:
+        server.metrics.errors[exc.code] += 1
+        return _error(404, exc.code, str(exc))
+    except TicktapeError as exc:
+        return _error(409, "log_error", str(exc))
+    return web.json_response(info)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = request.app[STATE].metrics.render()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return _error(404, "not_found", f"no route {request.path}")
+
+
+def make_app(config: ServerConfig) -> web.Application:
+    """Build the application; the caller runs it (web.run_app or an AppRunner in tests)."""
+    server = ReplayServer(config)
+    app = web.Application(middlewares=[_guard])
+    app[STATE] = server
+    server.sio.attach(app)
+    app.router.add_get("/", _index)
+    app.router.add_get("/static/vendor/plotly.min.js", _plotly_js)
+    app.router.add_static("/static/", STATIC, follow_symlinks=False)
+    app.router.add_get("/api/logs", _logs)
+    app.router.add_get("/api/logs/{name}", _log)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+
+    async def _on_shutdown(app: web.Application) -> None:
+        await server.shutdown()
+
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+def token_from_env(explicit: str | None) -> str | None:
+    return explicit if explicit is not None else os.environ.get("TICKTAPE_TOKEN") or None

@@ -1,0 +1,158 @@
+"""`ticktape replay|watch|demo`: serve logs, follow a replay from the terminal, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from recorder.config import SimConfig, parse_duration, parse_symbols
+from recorder.errors import ConfigError
+from recorder.logformat import Log
+from recorder.record import RecordConfig, record
+from replayer.app import STATE, make_app, token_from_env
+from replayer.config import ServerConfig
+from replayer.protocol import parse_speed
+from replayer.errors import BadRequest
+from replayer.watch import WatchConfig, watch
+from ticktape.progress import ProgressBar
+
+__all__ = ["register", "serve"]
+
+DEMO_LOG = "demo-btc"
+
+
+def _speed(text: str) -> float | str:
+    try:
+        value: float | str = "max" if text == "max" else float(text)
+        parse_speed(value)
+    except (ValueError, BadRequest) as exc:
+        raise argparse.ArgumentTypeError(f"speed must be within [0.01, 10000] or max, "
+                                         f"got {text!r}") from exc
+    return value
+
+
+def _server_options(p: argparse.ArgumentParser, port: int = 8080) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=port, help="port (0: any free port)")
+    p.add_argument("--token", help="require this token from clients (or TICKTAPE_TOKEN)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from ORIGIN (repeatable; * for any)")
+    p.add_argument("--window", type=int, default=4,
+                   help="batches in flight per client before its stream waits")
+    p.add_argument("--max-batch", type=int, default=5_000, help="ticks per batch at most")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay", help="serve logs to Socket.IO clients and the live dashboard",
+        description="Serve PATH if it is a log, otherwise every log directly under PATH. "
+                    "Clients subscribe over Socket.IO (docs/protocol.md); the dashboard is at /.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("path", metavar="PATH", type=Path)
+    _server_options(p)
+    p.set_defaults(run=run_replay)
+
+    p = sub.add_parser(
+        "watch", help="print (and optionally record) a replay from a server",
+        description="Subscribe to a log on a running `ticktape replay` and print its ticks; "
+                    "reconnects and resumes without gaps. --record writes what arrives as a log.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("url", metavar="URL", help="server, e.g. http://127.0.0.1:8080")
+    p.add_argument("--log", required=True, metavar="NAME", help="log name on the server")
+    p.add_argument("--speed", type=_speed, default=1.0, help="0.01..10000 or max")
+    p.add_argument("--from-seq", type=int, default=0, metavar="N")
+    p.add_argument("--symbols", help="comma-separated symbols to receive")
+    p.add_argument("--sma", type=int, default=5, help="SMA window of the sma column")
+    p.add_argument("--encoding", choices=["json", "arrow"], default="json")
+    p.add_argument("--record", type=Path, metavar="OUT", help="write what arrives as a log")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--json", action="store_true", help="one JSON object per tick per line")
+    p.add_argument("--quiet", action="store_true", help="print nothing per tick")
+    p.add_argument("--token", help="token the server requires (or TICKTAPE_TOKEN)")
+    p.set_defaults(run=run_watch)
+
+    p = sub.add_parser(
+        "demo", help="record a seeded demo session (if absent) and serve it with the dashboard",
+        description="Records data/demo-btc (seed 42, BTC-USD and ETH-USD, 6 simulated hours) "
+                    "the first time, then serves data/ and prints the dashboard's URL. "
+                    "Ctrl-C stops.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", type=Path, default=Path("data"), help="folder of logs to serve")
+    _server_options(p)
+    p.set_defaults(run=run_demo)
+
+
+def _server_config(args: argparse.Namespace, path: Path) -> ServerConfig:
+    return ServerConfig(path=path, host=args.host, port=args.port,
+                        token=token_from_env(args.token), cors_origins=tuple(args.cors_origin),
+                        window=args.window, max_batch=args.max_batch)
+
+
+async def serve(config: ServerConfig, banner: str = "serving") -> None:
+    """Run the server until SIGINT/SIGTERM, then end every stream cleanly."""
+    app = make_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {config.host}:{config.port}: "
+                          f"{exc.strerror or exc}") from exc
+    port = runner.addresses[0][1]
+    names = app[STATE].catalog.names
+    print(f"{banner} {len(names)} log(s) ({', '.join(names) or 'none yet'}) at "
+          f"http://{config.host}:{port}/  (Ctrl-C to stop)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    print("stopped", file=sys.stderr, flush=True)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    asyncio.run(serve(_server_config(args, args.path)))
+    return 0
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    config = WatchConfig(
+        url=args.url.rstrip("/"), log=args.log, speed=args.speed, from_seq=args.from_seq,
+        symbols=tuple(args.symbols.split(",")) if args.symbols else None, sma=args.sma,
+        encoding=args.encoding, record=args.record, overwrite=args.overwrite,
+        json_lines=args.json, quiet=args.quiet, token=token_from_env(args.token))
+    received = asyncio.run(watch(config))
+    if args.record is not None:
+        print(f"recorded {received:,} events into {args.record}", file=sys.stderr)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    data: Path = args.data
+    data.mkdir(parents=True, exist_ok=True)
+    log = data / DEMO_LOG
+    if not log.exists():
+        bar = ProgressBar(f"recording {log}")
+        sim = SimConfig(seed=42, rate=20.0, symbols=parse_symbols("BTC-USD,ETH-USD"))
+        try:
+            result = record(RecordConfig(path=log, sim=sim, duration_s=parse_duration("6h")),
+                            progress=bar)
+        finally:
+            bar.close()
+        print(f"recorded {result.events:,} events into {log}", flush=True)
+    else:
+        info = Log(log).info()
+        print(f"using {log} ({info.events:,} events)", flush=True)
+    asyncio.run(serve(_server_config(args, data), banner="demo: serving"))
+    return 0

@@ -19,7 +19,7 @@ from aiohttp import web
 from recorder.errors import TicktapeError
 from replayer.catalog import Catalog
 from replayer.config import ServerConfig
-from replayer.encoding import FastPacket
+from replayer.encoding import MALFORMED_EVENT, FastPacket
 from replayer.errors import BadRequest, NotAllowed, ReplayError
 from replayer.metrics import Metrics
 from replayer.protocol import parse_control, parse_subscribe
@@ -94,7 +94,7 @@ class ReplayServer:
         if not self._authorized(environ, auth):
             self.metrics.errors["unauthorized"] += 1
             raise socketio.exceptions.ConnectionRefusedError(
-                {"code": "unauthorized", "message": "a valid token is required"})
+                "a valid token is required", {"code": "unauthorized"})
         self.metrics.clients += 1
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
@@ -178,8 +178,9 @@ class ReplayServer:
 
     async def on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
         self.metrics.errors["bad_request"] += 1
-        return {"ok": False, "error": {"code": "bad_request", "message": (
-            f"unknown event {event!r}; events: subscribe, control, unsubscribe")}}
+        message = "payload is not valid JSON" if event == MALFORMED_EVENT else (
+            f"unknown event {event!r}; events: subscribe, control, unsubscribe")
+        return {"ok": False, "error": {"code": "bad_request", "message": message}}
 
     # -- lifecycle ----------------------------------------------------------------------
     async def shutdown(self) -> None:

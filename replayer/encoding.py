@@ -8,6 +8,7 @@ JSON batches are built once as bytes and embedded with `orjson.Fragment`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,13 @@ import orjson
 import pyarrow as pa
 from socketio import packet as sio_packet
 
-__all__ = ["FastPacket", "OrjsonShim", "arrow_ticks", "json_ticks", "ticks_schema"]
+__all__ = ["MALFORMED_EVENT", "FastPacket", "OrjsonShim", "arrow_ticks", "json_ticks",
+           "ticks_schema"]
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+# An event name no client can send (it is not valid JSON input we would produce): the
+# decoded form of a packet whose payload is not JSON, so the packet still gets an ack.
+MALFORMED_EVENT = "\x00malformed"
 
 
 class OrjsonShim:
@@ -29,7 +34,14 @@ class OrjsonShim:
 
     @staticmethod
     def loads(text: str | bytes, **_: Any) -> Any:
-        return orjson.loads(text)
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            return json.loads(text)  # NaN/Infinity, as stdlib-based clients send them
+        except ValueError:
+            return [MALFORMED_EVENT]
 
 
 class FastPacket(sio_packet.Packet):

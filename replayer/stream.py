@@ -9,7 +9,7 @@ is still queued for the client's transport (Engine.IO's per-client packet queue,
 only drains as the socket accepts bytes). A stream emits only while fewer than `window`
 batches are queued: at "max" a slow client slows only its own stream; at a fixed speed it
 falls behind, which `status` (`lag_ms`) and /metrics show, instead of growing server memory.
-A broadcast never waits for one client: one that holds `window` batches is dropped from the
+A broadcast never waits for one client: one that holds 4 windows of batches is dropped from the
 broadcast with a `status` saying so, and can resubscribe with `from_seq` on its own clock.
 """
 
@@ -42,6 +42,7 @@ __all__ = ["ClientSink", "Sink", "Stream"]
 logger = logging.getLogger(__name__)
 EARLY = 0.0002  # emit when within 0.2 ms of due: asyncio wakes ~0.1-1 ms late anyway
 LAG_REPORT = 1.0  # seconds behind schedule before status reports lag
+BROADCAST_SLACK = 4  # a broadcast drops a client only past this many windows queued
 
 
 class Sink(Protocol):
@@ -318,6 +319,8 @@ class Stream:
                     continue
                 await self._emit(chunk, self._pos, stop)
                 self._pos = stop
+                # Let the transports' writer tasks run: queued packets leave only then.
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken log must not take the server down
@@ -352,10 +355,10 @@ class Stream:
             await self._seek(0)
             return False
         self.state = "ended"
+        await self._status()
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.emit("end", {"log": self.name, "last_seq": self.log.events - 1})
-        await self._status()
         if self.on_end is not None:
             self.on_end(self)
         return False
@@ -397,7 +400,7 @@ class Stream:
             if self.broadcast:
                 depth = sink.depth()
                 self.metrics.queue_depth[sink.sid] = depth
-                if depth >= self.config.window:
+                if depth >= BROADCAST_SLACK * self.config.window:
                     dropped.append(sink)
                     continue
             if sink.encoding not in encoded:

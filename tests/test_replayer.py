@@ -1,0 +1,367 @@
+"""The replay server in-process on 127.0.0.1:0, driven by real python-socketio clients."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import socketio
+
+from analysis.streaming import IndicatorSpec, StreamingIndicators
+from recorder.logformat import iso_ns
+from replayer.config import ServerConfig
+from tests.conftest import make_log
+from tests.replay_helpers import (
+    Client,
+    Served,
+    TcpProxy,
+    assert_exactly_once,
+    serve_in_process,
+    sma_close,
+)
+
+TICKS = 20_000
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("served")
+    make_log(data / "pair", ticks=TICKS, symbols="BTC-USD,ETH-USD", rate=200,
+             segment_rows=7_000)
+    make_log(data / "fast", ticks=4_000, rate=1_000)
+    return data
+
+
+@pytest.fixture
+async def served(data_dir: Path) -> AsyncIterator[Served]:
+    async with serve_in_process(ServerConfig(path=data_dir, port=0, max_batch=1_000)) as s:
+        yield s
+
+
+@pytest.fixture
+async def client(served: Served) -> AsyncIterator[Client]:
+    c = Client()
+    await c.connect(served.url)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def _reference_sma(log: Path, n: int) -> np.ndarray:
+    table = pq.read_table(log)
+    out = StreamingIndicators(IndicatorSpec(sma=(n,))).update(
+        table.column("symbol"), table.column("ts").cast(pa.int64()).to_numpy(),
+        table.column("price").to_numpy())
+    return out[f"sma_{n}"]
+
+
+async def test_full_replay_at_max_is_exact(served: Served, client: Client) -> None:
+    ack = await client.call("subscribe", {"log": "pair", "speed": "max", "sma": 7})
+    assert ack["ok"] and ack["log"]["events"] == TICKS and ack["log"]["last_seq"] == TICKS - 1
+    assert ack["log"]["symbols"] == ["BTC-USD", "ETH-USD"] and ack["log"]["path"] is None
+    await client.wait_end()
+    assert_exactly_once(client.seqs(), 0, TICKS)
+    assert client.ends == [{"log": "pair", "last_seq": TICKS - 1}]
+    table = pq.read_table(served.data / "pair")
+    assert client.column("price") == table.column("price").to_pylist()
+    assert client.column("symbol") == table.column("symbol").to_pylist()
+    assert client.column("ts") == table.column("ts").cast(pa.int64()).to_pylist()
+    sma_close(client.column("sma"), _reference_sma(served.data / "pair", 7))
+    assert all(b["log"] == "pair" for b in client.batches)
+    assert max(len(b["seq"]) for b in client.batches) <= 1_000  # batched, capped
+    assert client.statuses[0]["state"] == "playing" and client.statuses[-1]["state"] == "ended"
+
+
+async def test_from_seq_resumes_with_the_same_sma(served: Served, client: Client) -> None:
+    ack = await client.call("subscribe", {"log": "pair", "speed": "max", "from_seq": 12_345,
+                                          "sma": 20})
+    assert ack["ok"]
+    await client.wait_end()
+    assert_exactly_once(client.seqs(), 12_345, TICKS)
+    sma_close(client.column("sma"), _reference_sma(served.data / "pair", 20)[12_345:])
+
+
+async def test_from_seq_at_the_end_ends_at_once(client: Client) -> None:
+    assert (await client.call("subscribe", {"log": "pair", "from_seq": TICKS}))["ok"]
+    await client.wait_end(10)
+    assert client.seqs() == [] and client.ends[0]["last_seq"] == TICKS - 1
+    bad = await client.call("subscribe", {"log": "pair", "from_seq": TICKS + 1})
+    assert bad["error"]["code"] == "bad_request"
+
+
+async def test_paced_replay_follows_the_clock(client: Client) -> None:
+    # "fast": 4,000 events at 1,000/s = ~4 s of event time; at 8x ~0.5 s of wall time.
+    began = time.monotonic()
+    assert (await client.call("subscribe", {"log": "fast", "speed": 8}))["ok"]
+    await client.wait_end(30)
+    elapsed = time.monotonic() - began
+    ts = client.column("ts")
+    span = (ts[-1] - ts[0]) / 1e9 / 8
+    assert span * 0.8 <= elapsed <= span + 3.0  # loose: order and approximate rate only
+    assert len(client.batches) > 10  # paced, so it arrived in many batches
+    assert_exactly_once(client.seqs(), 0, 4_000)
+
+
+async def test_pause_resume_speed_and_seek(served: Served, client: Client) -> None:
+    assert (await client.call("subscribe", {"log": "fast", "speed": 1}))["ok"]
+    await client.wait_ticks(20)
+    ack = await client.call("control", {"action": "pause"})
+    assert ack == {"ok": True, "state": "paused", "seq": ack["seq"]}
+    await asyncio.sleep(0.1)
+    count = len(client.seqs())
+    await asyncio.sleep(0.4)
+    assert len(client.seqs()) == count  # paused: nothing arrives
+    assert client.statuses[-1]["state"] == "paused"
+    assert (await client.call("control", {"action": "resume"}))["state"] == "playing"
+    assert (await client.call("control", {"action": "speed", "speed": 50}))["ok"]
+    assert client.statuses[-1]["speed"] == 50
+    await client.wait_ticks(count + 200)
+    seqs = client.seqs()
+    assert_exactly_once(seqs, 0, len(seqs))  # no gap across pause and speed change
+    # Seek backwards by seq, then forwards by time.
+    mark = len(client.batches)
+    ack = await client.call("control", {"action": "seek", "seq": 100})
+    assert ack["ok"] and ack["seq"] == 100
+    after = await _after_seek(client, mark, 100)
+    assert after[0] == 100 and after == list(range(100, 100 + len(after)))
+    ts = pq.read_table(served.data / "fast").column("ts").cast(pa.int64()).to_pylist()
+    mark = len(client.batches)
+    ack = await client.call("control", {"action": "seek", "ts": iso_ns(ts[3_000])})
+    assert ack["ok"] and ack["seq"] == 3_000
+    after = await _after_seek(client, mark, 3_000)
+    assert after == list(range(3_000, 3_000 + len(after)))
+
+
+async def _after_seek(client: Client, mark: int, seq: int) -> list[int]:
+    """Seqs received after the seek took effect (batches already in flight are skipped)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        batches = client.batches[mark:]
+        starts = [i for i, b in enumerate(batches) if b["seq"][0] == seq]
+        if starts and sum(len(b["seq"]) for b in batches[starts[0]:]) >= 10:
+            return [s for b in batches[starts[0]:] for s in b["seq"]]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no batch starting at seq {seq} after the seek")
+
+
+async def test_symbol_filter_and_arrow_encoding(served: Served, client: Client) -> None:
+    ack = await client.call("subscribe", {"log": "pair", "speed": "max", "symbols": ["ETH-USD"],
+                                          "encoding": "arrow"})
+    assert ack["ok"]
+    await client.wait_end()
+    tables = [pa.ipc.open_stream(b).read_all() for b in client.batches]
+    assert all(isinstance(b, bytes) for b in client.batches)
+    got = pa.concat_tables(tables)
+    assert got.schema.metadata[b"log"] == b"pair"
+    assert got.schema.field("ts").type == pa.timestamp("ns", tz="UTC")
+    src = pq.read_table(served.data / "pair")
+    eth = src.filter(pa.compute.equal(src.column("symbol"), "ETH-USD"))
+    assert got.column("seq").to_pylist() == eth.column("seq").to_pylist()
+    assert got.column("ts").equals(eth.column("ts"))  # exact nanoseconds
+    want = _reference_sma(served.data / "pair", 5)[eth.column("seq").to_numpy()]
+    sma_close(got.column("sma").to_pylist(), want)
+    assert (await client.call("subscribe", {"log": "pair", "symbols": ["DOGE-USD"]})
+            )["error"]["code"] == "bad_request"
+
+
+BAD_PAYLOADS = [
+    ("subscribe", "not an object", "bad_request"),
+    ("subscribe", [1, 2], "bad_request"),
+    ("subscribe", {}, "bad_request"),
+    ("subscribe", {"log": 5}, "bad_request"),
+    ("subscribe", {"log": "pair", "speed": 0}, "bad_request"),
+    ("subscribe", {"log": "pair", "speed": -1}, "bad_request"),
+    ("subscribe", {"log": "pair", "speed": 10_001}, "bad_request"),
+    ("subscribe", {"log": "pair", "speed": 1e308}, "bad_request"),
+    ("subscribe", {"log": "pair", "speed": "fast"}, "bad_request"),
+    ("subscribe", {"log": "pair", "speed": True}, "bad_request"),
+    ("subscribe", {"log": "pair", "from_seq": -1}, "bad_request"),
+    ("subscribe", {"log": "pair", "from_seq": "3"}, "bad_request"),
+    ("subscribe", {"log": "pair", "sma": 0}, "bad_request"),
+    ("subscribe", {"log": "pair", "encoding": "xml"}, "bad_request"),
+    ("subscribe", {"log": "pair", "extra": 1}, "bad_request"),
+    ("subscribe", {"log": "nope"}, "unknown_log"),
+    ("subscribe", {"log": "../pair"}, "unknown_log"),
+    ("subscribe", {"log": "/etc/passwd"}, "unknown_log"),
+    ("subscribe", {"log": "pair/seg-000000000000.parquet"}, "unknown_log"),
+    ("control", {"action": "pause"}, "not_allowed"),
+    ("control", {"action": "jump"}, "bad_request"),
+    ("control", 42, "bad_request"),
+    ("control", {"action": "seek"}, "bad_request"),
+    ("control", {"action": "seek", "seq": 1, "ts": "2024-01-01T00:00:00Z"}, "bad_request"),
+    ("control", {"action": "seek", "ts": "yesterday"}, "bad_request"),
+    ("control", {"action": "speed", "speed": "NaN"}, "bad_request"),
+    ("unsubscribe", {"x": 1}, "bad_request"),
+    ("frobnicate", {}, "bad_request"),
+]
+
+
+async def test_every_bad_payload_gets_an_error_ack(served: Served, client: Client) -> None:
+    bystander = Client()
+    await bystander.connect(served.url)
+    try:
+        assert (await bystander.call("subscribe", {"log": "fast", "speed": 20}))["ok"]
+        for event, payload, code in BAD_PAYLOADS:
+            ack = await client.call(event, payload)
+            assert ack["ok"] is False, (event, payload)
+            assert ack["error"]["code"] == code, (event, payload, ack)
+            assert ack["error"]["message"]
+        # NaN cannot be written in JSON; a client library may still send it as a string.
+        ack = await client.call("subscribe", {"log": "pair", "speed": float("inf")})
+        assert ack["error"]["code"] == "bad_request"
+        # The connection and every other client carry on.
+        assert (await client.call("subscribe", {"log": "fast", "speed": "max"}))["ok"]
+        await client.wait_end()
+        assert_exactly_once(client.seqs(), 0, 4_000)
+        await bystander.wait_end(60)
+        assert_exactly_once(bystander.seqs(), 0, 4_000)
+    finally:
+        await bystander.close()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{served.url}/metrics") as resp:
+            text = await resp.text()
+    assert 'ticktape_errors_total{code="bad_request"}' in text
+    assert 'ticktape_errors_total{code="unknown_log"}' in text
+
+
+async def test_new_subscribe_replaces_and_unsubscribe_stops(client: Client) -> None:
+    assert (await client.call("subscribe", {"log": "fast", "speed": 1}))["ok"]
+    await client.wait_ticks(5)
+    assert (await client.call("subscribe", {"log": "pair", "speed": "max"}))["ok"]
+    await client.wait_end()
+    pair = [b for b in client.batches if b["log"] == "pair"]
+    assert_exactly_once([s for b in pair for s in b["seq"]], 0, TICKS)
+    assert (await client.call("unsubscribe", {}))["ok"]
+    assert (await client.call("control", {"action": "pause"}))["error"]["code"] == "not_allowed"
+
+
+async def test_http_routes(served: Served) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{served.url}/api/logs") as resp:
+            logs = await resp.json()
+        assert resp.status == 200 and [lg["name"] for lg in logs] == ["fast", "pair"]
+        assert logs[1]["events"] == TICKS and logs[1]["first_ts"].endswith("Z")
+        async with http.get(f"{served.url}/api/logs/pair") as resp:
+            assert resp.status == 200 and (await resp.json())["events"] == TICKS
+        for name in ("nope", "..%2Fpair", "%2Fetc%2Fpasswd"):
+            async with http.get(f"{served.url}/api/logs/{name}") as resp:
+                assert resp.status == 404
+                assert (await resp.json())["error"]["code"] == "unknown_log"
+        async with http.get(f"{served.url}/healthz") as resp:
+            assert resp.status == 200 and await resp.json() == {"status": "ok"}
+        async with http.get(f"{served.url}/metrics") as resp:
+            text = await resp.text()
+        for metric in ("ticktape_clients", "ticktape_streams", "ticktape_ticks_sent_total",
+                       "ticktape_bytes_sent_total", "ticktape_lateness_seconds_bucket",
+                       "ticktape_queue_depth", "ticktape_errors_total"):
+            assert metric in text
+        async with http.get(f"{served.url}/") as resp:
+            assert resp.status == 200 and "<html" in (await resp.text()).lower()
+
+
+async def test_many_independent_clients(served: Served) -> None:
+    clients = [Client() for _ in range(20)]
+    try:
+        await asyncio.gather(*(c.connect(served.url) for c in clients))
+        acks = await asyncio.gather(*(c.call("subscribe", {"log": "fast", "speed": "max",
+                                                            "from_seq": i * 10})
+                                      for i, c in enumerate(clients)))
+        assert all(a["ok"] for a in acks)
+        await asyncio.gather(*(c.wait_end() for c in clients))
+        for i, c in enumerate(clients):
+            assert_exactly_once(c.seqs(), i * 10, 4_000)
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_broadcast_shares_one_clock_and_late_joiners_get_recent(served: Served) -> None:
+    first, late = Client(), Client()
+    try:
+        await first.connect(served.url)
+        await late.connect(served.url)
+        ack = await first.call("subscribe", {"log": "fast", "speed": 2, "mode": "broadcast"})
+        assert ack["ok"] and ack["mode"] == "broadcast"
+        await first.wait_ticks(1_500)  # more than the 1,000-tick recent window
+        assert (await late.call("subscribe", {"log": "fast", "speed": 2, "mode": "broadcast"})
+                )["ok"]
+        await asyncio.gather(first.wait_end(30), late.wait_end(30))
+        assert_exactly_once(first.seqs(), 0, 4_000)
+        late_seqs = late.seqs()
+        # The late joiner's first batch is the recent window, then it continues exactly.
+        assert late_seqs[0] > 0 and len(late.batches[0]["seq"]) > 50
+        assert_exactly_once(late_seqs, late_seqs[0], 4_000)
+        assert (await first.call("subscribe", {"log": "fast", "mode": "broadcast"}))["ok"]
+        assert (await first.call("control", {"action": "pause"}))["error"]["code"] == \
+            "not_allowed"
+    finally:
+        await first.close()
+        await late.close()
+
+
+async def test_loop_restarts_at_the_beginning(client: Client) -> None:
+    assert (await client.call("subscribe", {"log": "fast", "speed": "max", "loop": True}))["ok"]
+    await client.wait_ticks(6_000)
+    seqs = client.seqs()
+    assert seqs[:4_000] == list(range(4_000)) and seqs[4_000:4_010] == list(range(10))
+    assert client.ends == []
+
+
+async def test_resume_after_the_transport_is_cut(served: Served) -> None:
+    proxy = TcpProxy(served.port)
+    await proxy.start()
+    c = Client()
+    received_through: list[int] = []
+
+    async def resubscribe() -> None:
+        seqs = c.seqs()
+        from_seq = seqs[-1] + 1 if seqs else 0
+        received_through.append(from_seq)
+        await c.call("subscribe", {"log": "pair", "speed": 20, "from_seq": from_seq})
+
+    c.sio.on("connect", lambda: asyncio.get_running_loop().create_task(resubscribe()))
+    try:
+        await c.connect(f"http://127.0.0.1:{proxy.port}")
+        for cut_at in (2_000, 6_000, 11_000):
+            await c.wait_ticks(cut_at, 60)
+            connects = len(received_through)
+            proxy.cut()  # the network drops: the client reconnects through the proxy
+            deadline = time.monotonic() + 20
+            while len(received_through) == connects:
+                assert time.monotonic() < deadline, "client did not reconnect"
+                await asyncio.sleep(0.02)
+        await c.wait_end(90)
+        assert len(received_through) >= 4  # first connect + three reconnects
+        assert_exactly_once(c.seqs(), 0, TICKS)
+    finally:
+        await c.close()
+        await proxy.close()
+
+
+async def test_token_auth(data_dir: Path) -> None:
+    async with serve_in_process(ServerConfig(path=data_dir, port=0, token="s3cret")) as s:
+        refused = Client()
+        errors: list[object] = []
+        refused.sio.on("connect_error", errors.append)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await refused.sio.connect(s.url, transports=["websocket"], wait_timeout=5)
+        assert errors == [{"message": "a valid token is required",
+                           "data": {"code": "unauthorized"}}]
+        ok = Client()
+        await ok.connect(s.url, auth={"token": "s3cret"})
+        assert (await ok.call("subscribe", {"log": "fast", "speed": "max"}))["ok"]
+        await ok.wait_end()
+        await ok.close()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{s.url}/api/logs") as resp:
+                assert resp.status == 401
+            async with http.get(f"{s.url}/api/logs",
+                                headers={"Authorization": "Bearer s3cret"}) as resp:
+                assert resp.status == 200

@@ -75,9 +75,9 @@ def _affine_scan(b: np.ndarray, q: float) -> np.ndarray:
     size = len(b)
     block = 256
     blocks = -(-size // block)
-    arr = np.zeros(blocks * block)
-    arr[:size] = b
-    arr = arr.reshape(blocks, block)
+    flat = np.zeros(blocks * block)
+    flat[:size] = b
+    arr = flat.reshape(blocks, block)
     step = 1
     while step < block:
         arr[:, step:] = arr[:, step:] + q**step * arr[:, :-step]

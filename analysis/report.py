@@ -264,7 +264,7 @@ def build_report(config: ReportConfig,
     if config.interval_s is None:
         interval, interval_ns = choose_interval(span_ns)
     else:
-        interval_ns = int(round(config.interval_s * 1e9))
+        interval_ns = round(config.interval_s * 1e9)
         interval = _label(config.interval_s)
         if interval_ns > max(span_ns, 1):
             raise AnalysisError(f"--interval {interval} is longer than the log's span "

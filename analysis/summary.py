@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from analysis import indicators as ind
 
-__all__ = ["ContentHash", "SymbolSummary", "BarBuilder"]
+__all__ = ["BarBuilder", "ContentHash", "SymbolSummary"]
 
 
 class ContentHash:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SUITES = {"record": "bench.record_bench", "analysis": "bench.analysis_bench"}
+SUITES = {"record": "bench.record_bench", "analysis": "bench.analysis_bench",
+          "replay": "bench.replay_bench"}
 
 
 def main() -> int:

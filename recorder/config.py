@@ -155,7 +155,7 @@ class SimConfig:
                 raise ConfigError(
                     f"unknown parameter(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(known))}"
                 )
-            out.append(replace(sym, **changes))
+            out.append(replace(sym, **changes))  # type: ignore[arg-type]
         unknown = set(overrides) - {"*"} - {s.symbol for s in self.symbols}
         if unknown:
             raise ConfigError(f"--param names symbol(s) not recorded: {', '.join(sorted(unknown))}")

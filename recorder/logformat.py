@@ -27,8 +27,8 @@ read as part of the log, which is how a growing log is followed.
 
 from __future__ import annotations
 
-import contextlib
 import concurrent.futures
+import contextlib
 import fcntl
 import json
 import math
@@ -338,8 +338,8 @@ class Log:
         live = has_journal and _lock_is_held(path)
         if (has_journal or any(n.startswith(TMP_PREFIX) for n in names)) and not live:
             # A listing race with a recorder closing cleanly looks the same for an instant.
-            if _lock_is_held(path) or not (path / JOURNAL).exists() and not any(
-                    n.startswith(TMP_PREFIX) for n in os.listdir(path)):
+            if _lock_is_held(path) or (not (path / JOURNAL).exists() and not any(
+                    n.startswith(TMP_PREFIX) for n in os.listdir(path))):
                 return self.refresh()
             raise NeedsRecoveryError(
                 f"{path} was left open by a recorder that stopped: run `ticktape recover {path}`")
@@ -459,7 +459,8 @@ class Log:
                          names: list[str]) -> Iterator[pa.RecordBatch]:
         try:
             pf = pq.ParquetFile(seg.path)
-            groups, start = [], base
+            groups: list[int] = []
+            start = base
             skip = 0
             for i in range(pf.metadata.num_row_groups):
                 rows = pf.metadata.row_group(i).num_rows

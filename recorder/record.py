@@ -146,7 +146,7 @@ def record(config: RecordConfig, *, progress: Callable[[int, int | None], None] 
         start_ns = parse_instant(DEFAULT_FAST_START) if not config.realtime else time.time_ns()
     mode = "realtime" if config.realtime else "fast"
     metadata = metadata_for(config.sim, start_ns=start_ns, clock=config.clock, mode=mode)
-    duration_ns = None if config.duration_s is None else int(round(config.duration_s * 1e9))
+    duration_ns = None if config.duration_s is None else round(config.duration_s * 1e9)
     simulator = Simulator(config.sim)
     make = _BatchMaker(config.sim, start_ns)
     began = time.perf_counter()

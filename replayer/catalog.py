@@ -78,7 +78,7 @@ class Catalog:
         if not self.single and time.monotonic() - self._scanned > RESCAN_EVERY:
             self.scan()
         out = []
-        for name, lg in sorted(self._logs.items()):
+        for _name, lg in sorted(self._logs.items()):
             with contextlib.suppress(TicktapeError):
                 lg.refresh()
                 out.append(lg.info().to_json() | {"path": None})

@@ -19,7 +19,8 @@ class ServerConfig:
     token: str | None = None  # required from clients when set
     cors_origins: tuple[str, ...] = ()  # extra allowed browser origins ("*" for any)
     window: int = 4  # batches in flight per client before its stream waits
-    max_batch: int = 5_000  # ticks per batch at most
+    max_batch: int = 5_000  # ticks per JSON batch at most
+    max_batch_arrow: int = 65_536  # binary batches cost no parsing: larger, fewer
     read_rows: int = 65_536  # rows read from the log at a time
     follow_poll: float = 0.05  # seconds between checks for new events of a live log
     recent_ticks: int = 1_000  # broadcast: what a late joiner receives at once

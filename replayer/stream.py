@@ -173,7 +173,12 @@ class Stream:
         self._recent: deque[tuple[pa.RecordBatch, np.ndarray]] = deque()
         self._recent_rows = 0
         self._schema = ticks_schema(self.name)
+        self.max_batch = config.max_batch_arrow if (
+            request.encoding == "arrow" and not broadcast) else config.max_batch
         self._task: asyncio.Task[None] | None = None
+        # The next chunk is read (Parquet decode + SMA, in a worker thread) while the current
+        # one is sent. Held with the cursor it reads from, so a seek simply ignores it.
+        self._prefetch: tuple[_Cursor, asyncio.Future[_Chunk | None]] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -192,6 +197,9 @@ class Stream:
             return
         self._closed = True
         self._wake.set()
+        if self._prefetch is not None:
+            self._prefetch[1].cancel()
+            self._prefetch = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -304,14 +312,14 @@ class Stream:
                     self.clock.anchor(now, first_ts)
                     self._anchored = True
                 if self.clock.speed is None:
-                    stop = min(len(chunk), self._pos + self.config.max_batch)
+                    stop = min(len(chunk), self._pos + self.max_batch)
                 else:
                     due = self.clock.due(first_ts)
                     if due > now + EARLY:
                         await self._wait(due - now)
                         continue
                     stop = int(np.searchsorted(chunk.ts, self.clock.now_ts(now), side="right"))
-                    stop = min(max(stop, self._pos + 1), self._pos + self.config.max_batch)
+                    stop = min(max(stop, self._pos + 1), self._pos + self.max_batch)
                 epoch = self._epoch
                 if not self.broadcast and not await self._backpressure(epoch):
                     continue
@@ -329,11 +337,23 @@ class Stream:
             with contextlib.suppress(Exception):
                 await self._status(reason=f"error: {exc}")
 
+    async def _read_chunk(self) -> _Chunk | None:
+        cursor = self._cursor
+        assert cursor is not None
+        pending, self._prefetch = self._prefetch, None
+        if pending is not None and pending[0] is cursor:
+            chunk = await pending[1]
+        else:
+            chunk = await asyncio.to_thread(cursor.read)
+        if chunk is not None and cursor is self._cursor:
+            self._prefetch = (cursor, asyncio.ensure_future(asyncio.to_thread(cursor.read)))
+        return chunk
+
     async def _next_chunk(self) -> bool:
         """Load the next chunk; at the end follow a live log, loop, or end."""
         assert self._cursor is not None
         epoch = self._epoch
-        chunk = await asyncio.to_thread(self._cursor.read)
+        chunk = await self._read_chunk()
         if epoch != self._epoch:
             return False
         if chunk is not None:
@@ -344,7 +364,7 @@ class Stream:
         await asyncio.to_thread(self._refresh)
         if epoch != self._epoch:
             return False
-        chunk = await asyncio.to_thread(self._cursor.read)
+        chunk = await self._read_chunk()
         if chunk is not None:
             self._chunk, self._pos = chunk, 0
             return True

@@ -152,7 +152,7 @@ async def watch(config: WatchConfig, out: TextIO = sys.stdout) -> int:
         await asyncio.wait_for(watcher.sio.connect(config.url, auth=auth,
                                                    transports=["websocket"]),
                                config.connect_timeout)
-    except (socketio.exceptions.ConnectionError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, socketio.exceptions.ConnectionError, OSError) as exc:
         raise WatchError(f"cannot connect to {config.url}: {exc or 'timed out'}") from exc
     try:
         await watcher.done.wait()

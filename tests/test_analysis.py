@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -64,7 +65,7 @@ def test_batch_boundaries_do_not_change_values(two_symbol_log: Path) -> None:
     stream = StreamingIndicators(spec)
     cuts = [0, 1, 2, 9, 1_000, 1_003, 33_333, 60_000]
     parts = [stream.update(table.column("symbol").slice(a, b - a), ts[a:b], price[a:b],
-                           size[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+                           size[a:b]) for a, b in itertools.pairwise(cuts)]
     for name, values in whole.items():
         joined = np.concatenate([p[name] for p in parts]).astype(float)
         values = values.astype(float)

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ticktape.cli import build_parser, main
 from tests.conftest import ROOT, make_log, run_cli
+from ticktape.cli import build_parser, main
 
 
 def _commands() -> list[str]:

@@ -101,7 +101,7 @@ def test_existing_log_is_never_overwritten_without_flag(small_log: Path) -> None
 def test_unwritable_path(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(LogExistsError, match="cannot write|not a log directory"):
+    with pytest.raises(LogExistsError, match=r"cannot write|not a log directory"):
         LogWriter(blocker / "log", {"source": "test"})
 
 
@@ -141,7 +141,7 @@ def test_truncated_segment_is_reported_and_left_alone(small_log: Path) -> None:
         Log(small_log)
     report = verify_log(small_log)
     assert not report.ok and "truncated or corrupt" in report.problems[0]
-    with pytest.raises(LogDamagedError, match="never rewritten|unreadable"):
+    with pytest.raises(LogDamagedError, match=r"never rewritten|unreadable"):
         recover_log(small_log)
     assert seg.read_bytes() == data[: len(data) // 2]
 

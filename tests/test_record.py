@@ -49,7 +49,7 @@ def test_sigkill_at_random_moments_then_recover(tmp_path: Path) -> None:
     for i, moment in enumerate(moments):
         path = tmp_path / f"killed-{i}"
         proc = _start_realtime(path, "--rate", "2000", "--flush-interval", str(flush))
-        _wait_for(lambda p=path: (p / JOURNAL).exists())  # noqa: B023
+        _wait_for(lambda p=path: (p / JOURNAL).exists())
         time.sleep(moment)
         killed_at = time.time_ns()
         proc.send_signal(signal.SIGKILL)
@@ -82,7 +82,7 @@ def test_sigterm_and_sigint_close_the_log_cleanly(tmp_path: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         path = tmp_path / f"stopped-{sig.name}"
         proc = _start_realtime(path, "--rate", "500", "--flush-interval", "0.1")
-        _wait_for(lambda p=path: (p / JOURNAL).exists())  # noqa: B023
+        _wait_for(lambda p=path: (p / JOURNAL).exists())
         time.sleep(0.3)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=20)

@@ -225,9 +225,8 @@ async def test_every_bad_payload_gets_an_error_ack(served: Served, client: Clien
         assert_exactly_once(bystander.seqs(), 0, 4_000)
     finally:
         await bystander.close()
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{served.url}/metrics") as resp:
-            text = await resp.text()
+    async with aiohttp.ClientSession() as http, http.get(f"{served.url}/metrics") as resp:
+        text = await resp.text()
     assert 'ticktape_errors_total{code="bad_request"}' in text
     assert 'ticktape_errors_total{code="unknown_log"}' in text
 

@@ -146,7 +146,7 @@ def _never_reading_client(port: int, log: str) -> socket.socket:
     sock.sendall(_ws_frame("40"))
     time.sleep(0.3)
     sock.recv(65_536)  # Socket.IO connect acknowledgement
-    sock.sendall(_ws_frame('421["subscribe",{"log":"%s","speed":"max"}]' % log))
+    sock.sendall(_ws_frame(f'421["subscribe",{{"log":"{log}","speed":"max"}}]'))
     return sock
 
 
@@ -173,9 +173,8 @@ async def test_a_client_that_never_reads_costs_bounded_memory(data_dir: Path) ->
         # Meanwhile another client still gets a full replay at full speed.
         await _full_replay(server.url, "pair", 40_000)
         grown = (rss.memory_info().rss - before) / 2**20
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{server.url}/metrics") as resp:
-                metrics = await resp.text()
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
+            metrics = await resp.text()
         values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
                   if line and not line.startswith("#") and "{" not in line}
         assert values["ticktape_backpressure_waits_total"] >= 1

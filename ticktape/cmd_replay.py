@@ -17,8 +17,8 @@ from recorder.logformat import Log
 from recorder.record import RecordConfig, record
 from replayer.app import STATE, make_app, token_from_env
 from replayer.config import ServerConfig
-from replayer.protocol import parse_speed
 from replayer.errors import BadRequest
+from replayer.protocol import parse_speed
 from replayer.watch import WatchConfig, watch
 from ticktape.progress import ProgressBar
 

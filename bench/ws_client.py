@@ -18,7 +18,7 @@ class Received:
     ticks: int = 0
     batches: int = 0
     ended: bool = False
-    arrivals: list[tuple[float, int]] = field(default_factory=list)  # (wall, first ts)
+    arrivals: list[tuple[float, int, int]] = field(default_factory=list)  # (wall, first ts, rows)
     last_ts: int = 0
     keep_arrivals: bool = False
 
@@ -66,11 +66,11 @@ def _count(out: Received, now: float, rows: int, first_ts: int, last_ts: int) ->
     out.batches += 1
     out.last_ts = last_ts
     if out.keep_arrivals:
-        out.arrivals.append((now, first_ts))
+        out.arrivals.append((now, first_ts, rows))
 
 
 async def many_clients(url: str, count: int, subscribe: dict[str, Any], seconds: float
                        ) -> list[Received]:
-    tasks = [asyncio.create_task(run_client(url, subscribe, limit_s=seconds))
-             for _ in range(count)]
+    tasks = [asyncio.create_task(run_client(url, subscribe, limit_s=seconds,
+                                            keep_arrivals=True)) for _ in range(count)]
     return await asyncio.gather(*tasks)

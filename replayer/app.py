@@ -221,6 +221,17 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def _socketio_js(request: web.Request) -> web.StreamResponse:
+    """The pinned npm socket.io-client bundle: copied beside the page by ./dev, or found in
+    the checkout's node_modules. Never fetched from a CDN."""
+    for candidate in (STATIC / "vendor" / "socket.io.min.js",
+                      STATIC.parent.parent / "node_modules" / "socket.io-client" / "dist"
+                      / "socket.io.min.js"):
+        if candidate.is_file():
+            return web.FileResponse(candidate, headers={"Cache-Control": "max-age=86400"})
+    return _error(404, "not_found", "socket.io.min.js is missing: run ./dev (npm ci) once")
+
+
 async def _plotly_js(request: web.Request) -> web.StreamResponse:
     import plotly
 
@@ -267,6 +278,7 @@ def make_app(config: ServerConfig) -> web.Application:
     server.sio.attach(app)
     app.router.add_get("/", _index)
     app.router.add_get("/static/vendor/plotly.min.js", _plotly_js)
+    app.router.add_get("/static/vendor/socket.io.min.js", _socketio_js)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     app.router.add_get("/api/logs", _logs)
     app.router.add_get("/api/logs/{name}", _log)

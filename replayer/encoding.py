@@ -16,8 +16,8 @@ import orjson
 import pyarrow as pa
 from socketio import packet as sio_packet
 
-__all__ = ["MALFORMED_EVENT", "FastPacket", "OrjsonShim", "arrow_ticks", "json_ticks",
-           "ticks_schema"]
+__all__ = ["MALFORMED_EVENT", "FastPacket", "JsonColumns", "OrjsonShim", "arrow_ticks",
+           "json_ticks", "ticks_schema"]
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # An event name no client can send (it is not valid JSON input we would produce): the
@@ -58,30 +58,48 @@ class FastPacket(sio_packet.Packet):
         return False
 
 
-def _json_strings(values: pa.Array) -> bytes:
-    """A JSON array of a (low-cardinality) string column, built from its dictionary."""
-    encoded = values.dictionary_encode() if not pa.types.is_dictionary(values.type) else values
-    names = [orjson.dumps(s) for s in encoded.dictionary.to_pylist()]
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    if len(names) == 1:
-        return b"[" + b",".join([names[0]] * len(codes)) + b"]"
-    table = np.array(names, dtype=object)
-    return b"[" + b",".join(table[codes].tolist()) + b"]"
+class JsonColumns:
+    """A chunk's columns ready for JSON: numpy arrays, and strings as pre-encoded names
+    indexed by small codes. Built once per chunk (worker thread); each batch only slices."""
+
+    def __init__(self, log: str, batch: pa.RecordBatch, ts: np.ndarray) -> None:
+        self.log = orjson.dumps(log)
+        self.seq = batch.column(0).to_numpy()
+        self.ts = ts
+        self.price = batch.column(3).to_numpy()
+        self.size = batch.column(4).to_numpy()
+        self.symbol_codes, self.symbol_names = self._strings(batch.column(2))
+        self.side_codes, self.side_names = self._strings(batch.column(5))
+
+    @staticmethod
+    def _strings(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        encoded = values if pa.types.is_dictionary(values.type) else values.dictionary_encode()
+        names = np.array([orjson.dumps(v) for v in encoded.dictionary.to_pylist()], dtype=object)
+        return encoded.indices.to_numpy(zero_copy_only=False), names
+
+    @staticmethod
+    def _join(names: np.ndarray, codes: np.ndarray) -> bytes:
+        return b"[" + b",".join(names[codes].tolist()) + b"]"
+
+    def ticks(self, start: int, stop: int, sma: np.ndarray) -> orjson.Fragment:
+        """The contract's columnar `ticks` payload for rows [start, stop) (NaN SMA -> null)."""
+        dumps = orjson.dumps
+        return orjson.Fragment(b"".join([
+            b'{"log":', self.log,
+            b',"seq":', dumps(self.seq[start:stop], option=_NUMPY),
+            b',"ts":', dumps(self.ts[start:stop], option=_NUMPY),
+            b',"symbol":', self._join(self.symbol_names, self.symbol_codes[start:stop]),
+            b',"price":', dumps(self.price[start:stop], option=_NUMPY),
+            b',"size":', dumps(self.size[start:stop], option=_NUMPY),
+            b',"side":', self._join(self.side_names, self.side_codes[start:stop]),
+            b',"sma":', dumps(sma, option=_NUMPY), b"}",
+        ]))
 
 
 def json_ticks(log: str, batch: pa.RecordBatch, sma: np.ndarray) -> orjson.Fragment:
-    """The contract's columnar `ticks` payload as pre-encoded JSON (NaN SMA -> null)."""
-    parts = [
-        b'{"log":', orjson.dumps(log),
-        b',"seq":', orjson.dumps(batch.column(0).to_numpy(), option=_NUMPY),
-        b',"ts":', orjson.dumps(batch.column(1).cast(pa.int64()).to_numpy(), option=_NUMPY),
-        b',"symbol":', _json_strings(batch.column(2)),
-        b',"price":', orjson.dumps(batch.column(3).to_numpy(), option=_NUMPY),
-        b',"size":', orjson.dumps(batch.column(4).to_numpy(), option=_NUMPY),
-        b',"side":', _json_strings(batch.column(5)),
-        b',"sma":', orjson.dumps(sma, option=_NUMPY), b"}",
-    ]
-    return orjson.Fragment(b"".join(parts))
+    """One batch as the contract's JSON payload (for callers without a prepared chunk)."""
+    ts = batch.column(1).cast(pa.int64()).to_numpy()
+    return JsonColumns(log, batch, ts).ticks(0, batch.num_rows, sma)
 
 
 def ticks_schema(log: str) -> pa.Schema:

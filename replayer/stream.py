@@ -31,7 +31,7 @@ from socketio import packet as sio_packet
 from analysis.streaming import IndicatorSpec, StreamingIndicators
 from recorder.logformat import Log
 from replayer.config import ServerConfig
-from replayer.encoding import FastPacket, arrow_ticks, json_ticks, ticks_schema
+from replayer.encoding import FastPacket, JsonColumns, arrow_ticks, json_ticks, ticks_schema
 from replayer.errors import BadRequest
 from replayer.metrics import Metrics
 from replayer.pacing import ReplayClock
@@ -83,6 +83,7 @@ class _Chunk:
     batch: pa.RecordBatch
     ts: np.ndarray
     sma: np.ndarray
+    json: JsonColumns | None = None  # prepared only for JSON subscribers
 
     def __len__(self) -> int:
         return self.batch.num_rows
@@ -92,8 +93,9 @@ class _Cursor:
     """Reads the log from a seq on, filtered by symbol, with the live SMA (worker thread)."""
 
     def __init__(self, log: Log, start: int, symbols: tuple[str, ...] | None, sma: int,
-                 read_rows: int) -> None:
+                 read_rows: int, prepare_json: bool) -> None:
         self.log, self.symbols, self.sma, self.read_rows = log, symbols, sma, read_rows
+        self.prepare_json = prepare_json
         self._wanted = pa.array(symbols) if symbols else None
         self.engine = StreamingIndicators(IndicatorSpec(sma=(sma,)))
         self.next_seq = start
@@ -142,7 +144,8 @@ class _Cursor:
                 continue
             ts = batch.column(1).cast(pa.int64()).to_numpy()
             sma = self.engine.update(batch.column(2), ts, batch.column(3).to_numpy())
-            return _Chunk(batch, ts, sma[f"sma_{self.sma}"])
+            prepared = JsonColumns(self.log.name, batch, ts) if self.prepare_json else None
+            return _Chunk(batch, ts, sma[f"sma_{self.sma}"], prepared)
         return None
 
 
@@ -166,7 +169,10 @@ class Stream:
         self._chunk: _Chunk | None = None
         self._pos = 0
         self._epoch = 0
-        self._wake = asyncio.Event()
+        # Wake-ups use one future plus a loop timer: asyncio.wait_for would create a task per
+        # wait, which at 1,000 paced streams costs more than the sends themselves.
+        self._waiter: asyncio.Future[None] | None = None
+        self._woken = False
         self._closed = False
         self._lagging = False
         self._joiners: list[Sink] = []
@@ -190,13 +196,25 @@ class Stream:
 
     def _new_cursor(self, start: int) -> _Cursor:
         return _Cursor(self.log, start, self.request.symbols, self.request.sma,
-                       self.config.read_rows)
+                       self._read_rows(), prepare_json=self.broadcast
+                       or self.request.encoding == "json")
+
+    def _read_rows(self) -> int:
+        """Rows per read: about two seconds of events at this speed (all of a chunk at max).
+        A paced stream then holds little, however many streams are open."""
+        if self.clock.speed is None:
+            return self.config.read_rows
+        info = self.log.info()
+        span_s = ((info.last_ts or 0) - (info.first_ts or 0)) / 1e9
+        per_second = info.events / span_s if span_s > 0 else float(self.config.read_rows)
+        wanted = int(per_second * self.clock.speed * 2)
+        return max(512, min(self.config.read_rows, wanted))
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
+        self._wake()
         if self._prefetch is not None:
             self._prefetch[1].cancel()
             self._prefetch = None
@@ -216,7 +234,7 @@ class Stream:
     # -- broadcast membership --------------------------------------------------------------
     def join(self, sink: Sink) -> None:
         self._joiners.append(sink)
-        self._wake.set()
+        self._wake()
 
     def leave(self, sid: str) -> None:
         self.sinks = [s for s in self.sinks if s.sid != sid]
@@ -268,7 +286,7 @@ class Stream:
                 raise BadRequest(f"seek seq {seq} is beyond the log's end ({self.log.events} "
                                  "events)")
             await self._seek(seq)
-        self._wake.set()
+        self._wake()
         await self._status()
 
     async def _seek(self, seq: int) -> None:
@@ -284,10 +302,27 @@ class Stream:
             self.state = "playing"
 
     # -- the pacing loop -------------------------------------------------------------------
+    def _wake(self) -> None:
+        """Interrupt the current wait (a control, a joiner, close)."""
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     async def _wait(self, timeout: float | None) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        self._wake.clear()
+        if self._woken:
+            self._woken = False
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(
+            timeout, lambda: waiter.done() or waiter.set_result(None))
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+            self._woken = False
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -403,9 +438,16 @@ class Stream:
             if self._closed or epoch != self._epoch or self.paused:
                 return False
 
-    def _encode(self, batch: pa.RecordBatch, sma: np.ndarray, encoding: str) -> str | list[Any]:
-        payload: Any = arrow_ticks(self._schema, batch, sma) if encoding == "arrow" \
-            else json_ticks(self.name, batch, sma)
+    def _encode(self, batch: pa.RecordBatch, sma: np.ndarray, encoding: str,
+                prepared: tuple[JsonColumns, int, int] | None = None) -> str | list[Any]:
+        payload: Any
+        if encoding == "arrow":
+            payload = arrow_ticks(self._schema, batch, sma)
+        elif prepared is not None:
+            columns, start, stop = prepared
+            payload = columns.ticks(start, stop, sma)
+        else:
+            payload = json_ticks(self.name, batch, sma)
         encoded: str | list[Any] = FastPacket(sio_packet.EVENT, data=["ticks", payload],
                                               namespace="/").encode()
         return encoded
@@ -424,7 +466,8 @@ class Stream:
                     dropped.append(sink)
                     continue
             if sink.encoding not in encoded:
-                encoded[sink.encoding] = self._encode(batch, sma, sink.encoding)
+                prepared = None if chunk.json is None else (chunk.json, start, stop)
+                encoded[sink.encoding] = self._encode(batch, sma, sink.encoding, prepared)
             size = await sink.send(encoded[sink.encoding])
             self.metrics.sent(stop - start, size)
         for sink in dropped:

@@ -45,6 +45,11 @@ LAG_REPORT = 1.0  # seconds behind schedule before status reports lag
 BROADCAST_SLACK = 4  # a broadcast drops a client only past this many windows queued
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Sink(Protocol):
     sid: str
     encoding: str
@@ -305,8 +310,8 @@ class Stream:
     def _wake(self) -> None:
         """Interrupt the current wait (a control, a joiner, close)."""
         self._woken = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     async def _wait(self, timeout: float | None) -> None:
         if self._woken:
@@ -314,8 +319,7 @@ class Stream:
             return
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = None if timeout is None else loop.call_later(
-            timeout, lambda: waiter.done() or waiter.set_result(None))
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, waiter)
         try:
             await waiter
         finally:

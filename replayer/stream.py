@@ -41,6 +41,7 @@ __all__ = ["ClientSink", "Sink", "Stream"]
 
 logger = logging.getLogger(__name__)
 EARLY = 0.0002  # emit when within 0.2 ms of due: asyncio wakes ~0.1-1 ms late anyway
+BATCH_HORIZON = 0.001  # ticks due within the next millisecond leave in the same batch
 LAG_REPORT = 1.0  # seconds behind schedule before status reports lag
 BROADCAST_SLACK = 4  # a broadcast drops a client only past this many windows queued
 
@@ -357,7 +358,8 @@ class Stream:
                     if due > now + EARLY:
                         await self._wait(due - now)
                         continue
-                    stop = int(np.searchsorted(chunk.ts, self.clock.now_ts(now), side="right"))
+                    horizon = self.clock.now_ts(now + BATCH_HORIZON)
+                    stop = int(np.searchsorted(chunk.ts, horizon, side="right"))
                     stop = min(max(stop, self._pos + 1), self._pos + self.max_batch)
                 epoch = self._epoch
                 if not self.broadcast and not await self._backpressure(epoch):

@@ -106,14 +106,15 @@ async def serve(config: ServerConfig, banner: str = "serving") -> None:
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: "
                           f"{exc.strerror or exc}") from exc
-    port = runner.addresses[0][1]
-    names = app[STATE].catalog.names
-    print(f"{banner} {len(names)} log(s) ({', '.join(names) or 'none yet'}) at "
-          f"http://{config.host}:{port}/  (Ctrl-C to stop)", flush=True)
+    # Signal handlers first: once the URL is printed, Ctrl-C must stop the server cleanly.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    port = runner.addresses[0][1]
+    names = app[STATE].catalog.names
+    print(f"{banner} {len(names)} log(s) ({', '.join(names) or 'none yet'}) at "
+          f"http://{config.host}:{port}/  (Ctrl-C to stop)", flush=True)
     try:
         await stop.wait()
     finally:

@@ -16,7 +16,7 @@
   const state = {
     info: null, subscribed: false, playing: false, ended: false, connected: false,
     lastSeq: null, gaps: 0, received: 0, points: 0, clockTs: null, anchor: null,
-    expectJump: true, dragging: false, lateMs: null, reconnects: 0, status: "idle",
+    expectJump: true, dragging: false, seekSeq: null, seekId: 0, lateMs: null, reconnects: 0, status: "idle",
     lastPrice: null, lastSma: null, arrivals: [], pending: { x: [], price: [], sma: [] },
     framePending: false,
   };
@@ -67,7 +67,7 @@
     ui.clock.textContent = iso(state.clockTs);
     ui.seq.textContent = state.lastSeq === null ? "–" : state.lastSeq.toLocaleString();
     ui.late.textContent = state.lateMs === null ? "–" : `${state.lateMs.toFixed(1)} ms`;
-    if (!state.dragging && state.info && state.clockTs !== null) {
+    if (!state.dragging && state.seekSeq === null && state.info && state.clockTs !== null) {
       const span = state.info.last_ts_ns - state.info.first_ts_ns || 1;
       ui.seek.value = String(Math.round(((state.clockTs - state.info.first_ts_ns) / span) * 1000));
     }
@@ -98,6 +98,12 @@
   socket.on("ticks", (batch) => {
     const n = batch.seq.length;
     if (!n) return;
+    // After a seek, ticks still in flight from the old position are dropped: the stream
+    // continues at the acknowledged seq (-1 while the acknowledgement is on its way).
+    if (state.seekSeq !== null) {
+      if (batch.seq[0] !== state.seekSeq) return;
+      state.seekSeq = null;
+    }
     if (state.lastSeq !== null && !state.expectJump && batch.seq[0] !== state.lastSeq + 1) state.gaps += 1;
     state.expectJump = false;
     state.lastSeq = batch.seq[n - 1];
@@ -123,6 +129,9 @@
   });
   socket.on("status", (s) => {
     state.status = s.state;
+    if (state.seekSeq !== null && state.seekSeq >= 0 && s.seq === state.seekSeq && s.state === "ended") {
+      state.seekSeq = null; // sought to the very end: nothing more will arrive
+    }
     ui.stateOut.textContent = s.reason ? `${s.state} (${s.reason})` : s.state;
     if (s.clock !== null && s.clock !== undefined) state.clockTs = s.clock;
     if (s.state === "ended") { state.ended = true; state.playing = false; }
@@ -204,7 +213,10 @@
     state.expectJump = true;
     state.anchor = null;
     state.clockTs = seekTargetNs();
-    await control({ action: "seek", ts: target });
+    state.seekSeq = -1;
+    const id = ++state.seekId; // only the latest of several quick seeks counts
+    const ack = await control({ action: "seek", ts: target });
+    if (id === state.seekId) state.seekSeq = ack.ok ? ack.seq : null;
     scheduleFrame();
   });
   ui.log.addEventListener("change", () => selectLog(ui.log.value));

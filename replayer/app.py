@@ -41,7 +41,8 @@ def _ack_errors(handler: Callable[..., Awaitable[dict[str, Any]]]
         try:
             if len(args) > 1:
                 raise BadRequest(f"expected one payload object, got {len(args)} arguments")
-            return await handler(self, sid, args[0] if args else None)
+            async with self.client_lock(sid):
+                return await handler(self, sid, args[0] if args else None)
         except ReplayError as exc:
             self.metrics.errors[exc.code] += 1
             return {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
@@ -71,7 +72,14 @@ class ReplayServer:
             logger=False, engineio_logger=False, max_http_buffer_size=64 * 1024)
         self.streams: dict[str, Stream] = {}  # sid -> the stream it receives
         self.channels: dict[tuple[Any, ...], Stream] = {}  # broadcast key -> shared stream
+        # python-socketio runs every event as its own task: without a per-client lock, two
+        # quick seeks (or subscribes) could finish out of order and leave the stream at the
+        # older one. asyncio.Lock wakes waiters in FIFO order, so events apply as they came.
+        self._locks: dict[str, asyncio.Lock] = {}
         self._register()
+
+    def client_lock(self, sid: str) -> asyncio.Lock:
+        return self._locks.setdefault(sid, asyncio.Lock())
 
     # -- Socket.IO -----------------------------------------------------------------------
     def _register(self) -> None:
@@ -99,7 +107,9 @@ class ReplayServer:
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.metrics.clients -= 1
-        await self._drop(sid)
+        async with self.client_lock(sid):  # after any subscribe still being handled
+            await self._drop(sid)
+        self._locks.pop(sid, None)
 
     async def _drop(self, sid: str) -> None:
         stream = self.streams.pop(sid, None)

@@ -364,3 +364,39 @@ async def test_token_auth(data_dir: Path) -> None:
             async with http.get(f"{s.url}/api/logs",
                                 headers={"Authorization": "Bearer s3cret"}) as resp:
                 assert resp.status == 200
+
+
+async def test_cors_origins_are_configurable(data_dir: Path) -> None:
+    config = ServerConfig(path=data_dir, port=0, cors_origins=("http://dash.example",))
+    async with serve_in_process(config) as s, aiohttp.ClientSession() as http:
+        async with http.get(f"{s.url}/api/logs", headers={"Origin": "http://dash.example"}) as r:
+            assert r.headers.get("Access-Control-Allow-Origin") == "http://dash.example"
+        async with http.get(f"{s.url}/api/logs", headers={"Origin": "http://evil.example"}) as r:
+            assert "Access-Control-Allow-Origin" not in r.headers
+        handshake = f"{s.url}/socket.io/?EIO=4&transport=polling"
+        async with http.get(handshake, headers={"Origin": "http://dash.example"}) as r:
+            assert r.status == 200
+        async with http.get(handshake, headers={"Origin": "http://evil.example"}) as r:
+            assert r.status == 400  # python-socketio refuses origins not allowed
+
+
+async def test_a_burst_of_controls_applies_in_order(served: Served, client: Client) -> None:
+    assert (await client.call("subscribe", {"log": "pair", "speed": 5}))["ok"]
+    await client.wait_ticks(5)
+    targets = [1_000, 9_000, 3_000, 15_000, 7_000]
+    acks = await asyncio.gather(*(client.call("control", {"action": "seek", "seq": t})
+                                  for t in targets))
+    assert [a["seq"] for a in acks] == targets  # each acknowledged in the order sent
+    mark = len(client.batches)
+    deadline = time.monotonic() + 20
+    while not any(b["seq"][0] == 7_000 for b in client.batches[mark:]):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    last = client.batches[-1]["seq"][-1]
+    assert 7_000 <= last < 9_000  # the stream is where the last seek put it
+    # Two quick subscribes leave exactly one stream.
+    await asyncio.gather(client.call("subscribe", {"log": "fast", "speed": "max"}),
+                         client.call("subscribe", {"log": "pair", "speed": "max"}))
+    await client.wait_end()
+    assert len(served.server.streams) == 1

@@ -84,7 +84,8 @@ class _SymbolStream:
         # Integer gaps of at least one grid step keep times exact however long the session
         # and make "strictly after the horizon" true, which the merge relies on.
         res = self._resolution
-        gaps = np.maximum(np.rint(rng.exponential(self._mean_gap_s * NS / res, n)), 1)
+        gaps = np.rint(rng.standard_exponential(n) * (self._mean_gap_s * NS / res))
+        np.maximum(gaps, 1, out=gaps)
         gaps = gaps.astype(np.int64) * res
         offsets = self._last_ns + np.cumsum(gaps)
         dt_years = gaps / (SECONDS_PER_YEAR * NS)
@@ -96,7 +97,8 @@ class _SymbolStream:
             log_moves += jumps * p.jump_mean + np.sqrt(jumps) * p.jump_std * rng.standard_normal(n)
         log_prices = self._log_price + np.cumsum(log_moves)
         price = _round_to_grid(np.exp(log_prices), p.tick_size, self._price_decimals)
-        raw_size = rng.lognormal(math.log(p.size_median), p.size_sigma, n)
+        # exp(mu + sigma Z): the log-normal, cheaper than Generator.lognormal.
+        raw_size = np.exp(math.log(p.size_median) + p.size_sigma * rng.standard_normal(n))
         size = _round_to_grid(raw_size, p.lot_size, self._size_decimals)
         # Buyer-initiated trades tend to lift the price: P(buy) = 0.5 + bias * tanh(shock).
         buy = rng.random(n) < 0.5 + p.side_bias * np.tanh(shocks)

@@ -21,8 +21,8 @@ Metadata: every segment (and the journal's schema) carries the key `ticktape`, a
   clock      "sim" | "wall"
   mode       "fast" | "realtime"
 Readers refuse a log whose journal was left by a dead recorder (NeedsRecoveryError naming
-`ticktape recover`); they never modify a log themselves. A journal held by a live recorder is
-read as part of the log, which is how a growing log is followed.
+`ticktape recover`); they never modify a log themselves. While a recorder holds the lock the
+log is live: its journal is read as part of the log, which is how a growing log is followed.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -159,6 +160,19 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _seal_table(directory: Path, table: pa.Table, first_seq: int, row_group_size: int) -> Path:
+    """Write a sealed segment atomically: temporary file, fsync, rename, fsync the directory.
+    A reader sees the whole segment or none of it; a crash leaves at most a .tmp- file."""
+    final = directory / f"seg-{first_seq:012d}.parquet"
+    tmp = directory / f"{TMP_PREFIX}{final.name}"
+    pq.write_table(table, tmp, row_group_size=max(1, row_group_size), **PARQUET_OPTIONS)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(directory)
+    return final
 
 
 def _lock_is_held(directory: Path) -> bool:
@@ -326,26 +340,15 @@ class Log:
             return
         if not path.is_dir():
             raise NotALogError(f"{path} is not a log")
-        try:
-            names = os.listdir(path)
-        except OSError as exc:
-            raise NotALogError(f"{path} cannot be read: {exc.strerror}") from exc
+        names, live = self._list(path)
         known = {s.path.name: s for s in self.segments}
         segments = [known.get(n) or _open_segment(path / n) for n in sorted(names)
                     if n.endswith(".parquet") and not n.startswith(("_", "."))]
         segments.sort(key=lambda s: (s.first_seq, s.rows))
         has_journal = JOURNAL in names
-        live = has_journal and _lock_is_held(path)
-        if (has_journal or any(n.startswith(TMP_PREFIX) for n in names)) and not live:
-            # A listing race with a recorder closing cleanly looks the same for an instant.
-            if _lock_is_held(path) or (not (path / JOURNAL).exists() and not any(
-                    n.startswith(TMP_PREFIX) for n in os.listdir(path))):
-                return self.refresh()
-            raise NeedsRecoveryError(
-                f"{path} was left open by a recorder that stopped: run `ticktape recover {path}`")
         journal: list[pa.RecordBatch] = []
         metadata = segments[-1].metadata if segments else {}
-        if live:
+        if live and has_journal:
             schema, journal, _ = read_journal(path / JOURNAL)
             if schema is not None:
                 metadata = metadata or _parse_metadata(schema.metadata, str(path / JOURNAL))
@@ -358,6 +361,25 @@ class Log:
             raise NotALogError(f"{path} is not a log (no Parquet segments)")
         self._check_order(segments)
         self._snap = (segments, journal, live, metadata)
+
+    @staticmethod
+    def _list(path: Path) -> tuple[list[str], bool]:
+        """The directory's names and whether a recorder holds it. Live means the lock is held,
+        for the whole recording (between a seal and the next flush there is no journal)."""
+        for _ in range(3):
+            try:
+                names = os.listdir(path)
+            except OSError as exc:
+                raise NotALogError(f"{path} cannot be read: {exc.strerror}") from exc
+            live = _lock_is_held(path)
+            leftovers = JOURNAL in names or any(n.startswith(TMP_PREFIX) for n in names)
+            if live or not leftovers:
+                return names, live
+            # A recorder that closed cleanly between listdir and the lock check looks like a
+            # crashed one for an instant: list again before calling it a crash.
+            time.sleep(0.01)
+        raise NeedsRecoveryError(
+            f"{path} was left open by a recorder that stopped: run `ticktape recover {path}`")
 
     def _check_order(self, segments: list[Segment]) -> None:
         expected = 0
@@ -628,13 +650,7 @@ class LogWriter:
             self._wait_sealed()
 
     def _write_segment(self, table: pa.Table, first_seq: int, had_journal: bool) -> None:
-        final = self.path / f"seg-{first_seq:012d}.parquet"
-        tmp = self.path / f"{TMP_PREFIX}{final.name}"
-        pq.write_table(table, tmp, row_group_size=max(1, self.segment_rows), **PARQUET_OPTIONS)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.path)
+        _seal_table(self.path, table, first_seq, self.segment_rows)
         # Only now may the journal go: until the rename, it is the only durable copy.
         if had_journal:
             with contextlib.suppress(FileNotFoundError):
@@ -736,7 +752,7 @@ def verify_log(path: Path | str, *, regenerate: bool = False) -> VerifyReport:
     files: list[Path]
     if root.is_dir():
         names = sorted(os.listdir(root))
-        live = JOURNAL in names and _lock_is_held(root)
+        live = _lock_is_held(root)
         report.live = live
         if not live and (JOURNAL in names or any(n.startswith(TMP_PREFIX) for n in names)):
             report.needs_recovery = True
@@ -858,14 +874,12 @@ def recover_log(path: Path | str) -> RecoverReport:
                 report.removed_files.append(name)
         sealed = sorted(n for n in os.listdir(root) if _SEGMENT_RE.match(n))
         next_seq = 0
-        metadata: dict[str, Any] | None = None
         for name in sealed:
             seg = _open_segment(root / name)
             if seg.first_seq != next_seq:
                 raise LogDamagedError(f"segment {name} starts at seq {seg.first_seq}, expected "
                                       f"{next_seq}; sealed segments are never rewritten")
             next_seq += seg.rows
-            metadata = seg.metadata
         journal_path = root / JOURNAL
         if journal_path.exists():
             schema, batches, good = read_journal(journal_path)
@@ -887,22 +901,14 @@ def recover_log(path: Path | str) -> RecoverReport:
                     table = pa.Table.from_batches(keep, schema=schema) if keep \
                         else schema.empty_table()
                     first_seq = int(keep[0].column(0)[0].as_py()) if keep else 0
-                    final = root / f"seg-{first_seq:012d}.parquet"
-                    tmp = root / f"{TMP_PREFIX}{final.name}"
                     table = table.replace_schema_metadata(
                         {METADATA_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))})
-                    pq.write_table(table, tmp, row_group_size=DEFAULT_SEGMENT_ROWS,
-                                   **PARQUET_OPTIONS)
-                    with open(tmp, "rb") as fh:
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, final)
-                    _fsync_dir(root)
+                    final = _seal_table(root, table, first_seq, DEFAULT_SEGMENT_ROWS)
                     report.sealed = final.name
                     report.recovered_events = table.num_rows
             journal_path.unlink()
             report.removed_files.append(JOURNAL)
             _fsync_dir(root)
-        _ = metadata
     finally:
         with contextlib.suppress(FileNotFoundError):
             (root / LOCK).unlink()

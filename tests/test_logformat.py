@@ -232,3 +232,23 @@ def test_empty_log_is_a_log_with_no_events(tmp_path: Path) -> None:
     info = Log(tmp_path / "empty").info()
     assert info.events == 0 and info.first_seq is None and info.first_ts is None
     assert verify_log(tmp_path / "empty").ok
+
+
+def test_live_between_a_seal_and_the_next_flush(tmp_path: Path) -> None:
+    """No journal exists right after a seal, yet the recorder still holds the log: live."""
+    src = pq.read_table(make_log(tmp_path / "src", ticks=300))
+    writer = LogWriter(tmp_path / "rec", {"source": "test"}, segment_rows=100)
+    try:
+        writer.append(src.to_batches()[0].slice(0, 150))
+        writer.seal(wait=True)
+        assert not (tmp_path / "rec" / JOURNAL).exists()
+        log = Log(tmp_path / "rec")
+        assert log.live and log.events == 150
+        writer.append(src.to_batches()[0].slice(150, 30))
+        writer.flush()
+        log.refresh()
+        assert log.live and log.events == 180
+    finally:
+        writer.close()
+    log.refresh()
+    assert not log.live and log.events == 180

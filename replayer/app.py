@@ -17,6 +17,7 @@ import socketio
 from aiohttp import web
 
 from recorder.errors import TicktapeError
+from recorder.logformat import Log, LogInfo
 from replayer.catalog import Catalog
 from replayer.config import ServerConfig
 from replayer.encoding import MALFORMED_EVENT, FastPacket
@@ -55,6 +56,12 @@ def _ack_errors(handler: Callable[..., Awaitable[dict[str, Any]]]
             return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
 
     return wrapper
+
+
+def _refreshed_info(log: Log) -> LogInfo:
+    """Re-scan and summarize a log (file I/O: called in a worker thread)."""
+    log.refresh()
+    return log.info()
 
 
 class ReplayServer:
@@ -133,8 +140,7 @@ class ReplayServer:
     async def on_subscribe(self, sid: str, payload: Any) -> dict[str, Any]:
         request = parse_subscribe(payload)
         log = self.catalog.get(request.log)
-        await asyncio.to_thread(log.refresh)
-        info = log.info()
+        info = await asyncio.to_thread(_refreshed_info, log)
         if request.from_seq > info.events:
             raise BadRequest(f"from_seq {request.from_seq} is beyond the log's end "
                              f"({info.events} events)")

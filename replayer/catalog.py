@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recorder.errors import LogNotFoundError, TicktapeError
+from recorder.errors import LogNotFoundError, NotALogError, TicktapeError
 from recorder.logformat import Log
 from replayer.errors import UnknownLog
 from replayer.protocol import valid_log_name
@@ -55,9 +55,10 @@ class Catalog:
             try:
                 found[name] = self._logs[name] if name in self._logs and \
                     self._logs[name].path == path else Log(path)
+            except NotALogError:
+                continue  # foreign files and folders are simply not served
             except TicktapeError as exc:
-                if "not a log" not in str(exc) and "not a ticktape log" not in str(exc):
-                    problems[name] = str(exc)
+                problems[name] = str(exc)  # a log, but damaged or unrecovered: say so
         self._logs, self._problems = found, problems
 
     def get(self, name: Any) -> Log:

@@ -22,7 +22,6 @@ class Metrics:
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     lateness_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS) + 1))
     lateness_sum: float = 0.0
-    max_queue_depth: int = 0
     queue_depth: dict[str, int] = field(default_factory=dict)  # per client sid
 
     def observe_lateness(self, seconds: float) -> None:

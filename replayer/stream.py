@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -121,8 +122,9 @@ class _Cursor:
         span = (self.sma - 1) * 4 * max(1, len(symbols))
         while True:
             lo = max(0, start - span)
-            rows = [self._filter(b) for b in self.log.iter_batches(lo, self.read_rows)
-                    if b.column(0)[0].as_py() < start]
+            rows = [self._filter(b) for b in itertools.takewhile(
+                lambda b: b.column(0)[0].as_py() < start,
+                self.log.iter_batches(lo, self.read_rows))]  # stop at start, not the log's end
             table = pa.Table.from_batches(rows, schema=rows[0].schema if rows else None) \
                 if rows else None
             if table is not None:

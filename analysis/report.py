@@ -100,8 +100,8 @@ def _collect(config: ReportConfig, log: Log, interval_ns: int, t0: int, t1: int,
         price = batch.column("price").to_numpy()
         size = batch.column("size").to_numpy()
         seq = batch.column("seq").to_numpy()
-        cols = engine.update(batch.column("symbol"), ts, price, size)
         codes, names = symbol_codes(batch.column("symbol"))
+        cols = engine.update(batch.column("symbol"), ts, price, size, codes=(codes, names))
         for code, name in enumerate(names):
             idx = slice(None) if len(names) == 1 else np.flatnonzero(codes == code)
             part = parts.get(name)

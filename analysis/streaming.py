@@ -94,7 +94,9 @@ class StreamingIndicators:
         self._states: dict[str, _SymbolState] = {}
 
     def update(self, symbol: pa.Array, ts_ns: np.ndarray, price: np.ndarray,
-               size: np.ndarray | None = None) -> dict[str, np.ndarray]:
+               size: np.ndarray | None = None, *,
+               codes: tuple[np.ndarray, list[str]] | None = None) -> dict[str, np.ndarray]:
+        """`codes`: the batch's `symbol_codes`, when the caller has them already."""
         rows = len(price)
         out = {name: np.full(rows, np.nan) for name in self.spec.columns()}
         if "anomaly" in out:
@@ -103,9 +105,9 @@ class StreamingIndicators:
             return out
         if size is None:
             size = np.ones(rows)
-        codes, names = symbol_codes(symbol)
+        symbol_index, names = codes if codes is not None else symbol_codes(symbol)
         for code, name in enumerate(names):
-            idx = slice(None) if len(names) == 1 else np.flatnonzero(codes == code)
+            idx = slice(None) if len(names) == 1 else np.flatnonzero(symbol_index == code)
             state = self._states.setdefault(name, _SymbolState())
             self._one_symbol(state, ts_ns[idx], price[idx], size[idx], out, idx)
         return out

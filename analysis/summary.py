@@ -39,8 +39,9 @@ class ContentHash:
                 self._h[name].update(memoryview(data)[offsets[0]:offsets[-1]] if data else b"")
                 self._lengths[name].update(np.diff(offsets).astype("<i4").tobytes())
             else:
-                self._h[name].update(np.ascontiguousarray(col.to_numpy()).astype(
-                    col.to_numpy().dtype.newbyteorder("<")).tobytes())
+                values = col.to_numpy()
+                self._h[name].update(values.astype(values.dtype.newbyteorder("<"),
+                                                   copy=False).tobytes())
 
     def hexdigest(self) -> str:
         total = hashlib.sha256()

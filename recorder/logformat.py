@@ -641,7 +641,7 @@ class LogWriter:
                  else self.schema.empty_table())
         first_seq = self.sealed_rows
         had_journal = self._journal is not None
-        self._close_journal(remove=False)
+        self._close_journal()
         self.sealed_rows += table.num_rows
         self.segments_written += 1
         self._open, self._open_rows, self._journaled = [], 0, 0
@@ -657,16 +657,13 @@ class LogWriter:
                 (self.path / JOURNAL).unlink()
             _fsync_dir(self.path)
 
-    def _close_journal(self, *, remove: bool) -> None:
+    def _close_journal(self) -> None:
         # Closing the IPC writer would append an end-of-stream marker; the file is all we own.
+        # The sealing thread removes the journal once its rows are in a renamed segment.
         self._journal = None
         if self._journal_file is not None:
             self._journal_file.close()
             self._journal_file = None
-        if remove:
-            with contextlib.suppress(FileNotFoundError):
-                (self.path / JOURNAL).unlink()
-            _fsync_dir(self.path)
 
     def close(self) -> None:
         """Seal what is open (an empty log gets one empty segment) and release the lock."""

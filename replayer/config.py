@@ -24,7 +24,6 @@ class ServerConfig:
     read_rows: int = 65_536  # rows read from the log at a time
     follow_poll: float = 0.05  # seconds between checks for new events of a live log
     recent_ticks: int = 1_000  # broadcast: what a late joiner receives at once
-    default_speed: float | None = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65_535:

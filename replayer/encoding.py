@@ -62,13 +62,19 @@ class JsonColumns:
     """A chunk's columns ready for JSON: numpy arrays, and strings as pre-encoded names
     indexed by small codes. Built once per chunk (worker thread); each batch only slices."""
 
-    def __init__(self, log: str, batch: pa.RecordBatch, ts: np.ndarray) -> None:
+    def __init__(self, log: str, batch: pa.RecordBatch, ts: np.ndarray,
+                 symbols: tuple[np.ndarray, list[str]] | None = None) -> None:
+        """`symbols`: the batch's symbol codes and names, when the caller has them already."""
         self.log = orjson.dumps(log)
         self.seq = batch.column(0).to_numpy()
         self.ts = ts
         self.price = batch.column(3).to_numpy()
         self.size = batch.column(4).to_numpy()
-        self.symbol_codes, self.symbol_names = self._strings(batch.column(2))
+        if symbols is None:
+            self.symbol_codes, self.symbol_names = self._strings(batch.column(2))
+        else:
+            self.symbol_codes = symbols[0]
+            self.symbol_names = np.array([orjson.dumps(s) for s in symbols[1]], dtype=object)
         self.side_codes, self.side_names = self._strings(batch.column(5))
 
     @staticmethod

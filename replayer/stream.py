@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from socketio import packet as sio_packet
 
-from analysis.streaming import IndicatorSpec, StreamingIndicators
+from analysis.streaming import IndicatorSpec, StreamingIndicators, symbol_codes
 from recorder.logformat import Log
 from replayer.config import ServerConfig
 from replayer.encoding import FastPacket, JsonColumns, arrow_ticks, json_ticks, ticks_schema
@@ -151,8 +151,9 @@ class _Cursor:
             if batch.num_rows == 0:
                 continue
             ts = batch.column(1).cast(pa.int64()).to_numpy()
-            sma = self.engine.update(batch.column(2), ts, batch.column(3).to_numpy())
-            prepared = JsonColumns(self.log.name, batch, ts) if self.prepare_json else None
+            codes = symbol_codes(batch.column(2))  # once, for the SMA and the JSON encoder
+            sma = self.engine.update(batch.column(2), ts, batch.column(3).to_numpy(), codes=codes)
+            prepared = JsonColumns(self.log.name, batch, ts, codes) if self.prepare_json else None
             return _Chunk(batch, ts, sma[f"sma_{self.sma}"], prepared)
         return None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 
 from analysis.errors import AnalysisError, EmptyLogError
 from analysis.streaming import IndicatorSpec, StreamingIndicators
-from recorder.logformat import Log
+from recorder.log import Log, atomic_path
 
 __all__ = ["AnalyzeConfig", "analyze", "check_output_path"]
 
@@ -55,37 +54,32 @@ def analyze(config: AnalyzeConfig, progress: Callable[[int, int | None], None] |
     fields = [pa.field(n, pa.bool_() if n == "anomaly" else pa.float64()) for n in names]
     meta = {"ticktape_analysis": json.dumps(
         {"log": log.name, "indicators": asdict(config.spec)}, sort_keys=True)}
-    tmp = config.out.with_name(f".{config.out.name}.tmp")
     written = 0
-    writer: pq.ParquetWriter | None = None
     try:
-        for batch in log.iter_batches(batch_rows=config.batch_rows):
-            ts = batch.column("ts").cast(pa.int64()).to_numpy()
-            price = batch.column("price").to_numpy()
-            cols = engine.update(batch.column("symbol"), ts, price,
-                                 batch.column("size").to_numpy())
-            arrays = [batch.column("seq"), batch.column("ts"), batch.column("symbol"),
-                      batch.column("price")]
-            # Indicators that do not exist yet (first n-1 prices) are nulls, not NaN.
-            arrays += [pa.array(cols[n]) if n == "anomaly"
-                       else pa.array(cols[n], mask=np.isnan(cols[n])) for n in names]
-            out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(
-                [batch.schema.field(i) for i in range(4)] + fields, metadata=meta))
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, out.schema, compression="zstd")
-            writer.write_batch(out)
-            written += out.num_rows
-            if progress:
-                progress(written, total)
-        assert writer is not None
-        writer.close()
-        writer = None
-        os.replace(tmp, config.out)
+        with atomic_path(config.out) as tmp:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for batch in log.iter_batches(batch_rows=config.batch_rows):
+                    ts = batch.column("ts").cast(pa.int64()).to_numpy()
+                    price = batch.column("price").to_numpy()
+                    cols = engine.update(batch.column("symbol"), ts, price,
+                                         batch.column("size").to_numpy())
+                    arrays = [batch.column("seq"), batch.column("ts"), batch.column("symbol"),
+                              batch.column("price")]
+                    # Indicators that do not exist yet (first n-1 prices) are nulls, not NaN.
+                    arrays += [pa.array(cols[n]) if n == "anomaly"
+                               else pa.array(cols[n], mask=np.isnan(cols[n])) for n in names]
+                    out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(
+                        [batch.schema.field(i) for i in range(4)] + fields, metadata=meta))
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, out.schema, compression="zstd")
+                    writer.write_batch(out)
+                    written += out.num_rows
+                    if progress:
+                        progress(written, total)
+            finally:
+                if writer is not None:
+                    writer.close()
     except OSError as exc:
         raise AnalysisError(f"cannot write {config.out}: {exc.strerror or exc}") from exc
-    finally:
-        if writer is not None:
-            writer.close()
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return written

@@ -7,11 +7,9 @@ the installed plotly package (nothing is fetched when the page is viewed).
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,7 @@ from analysis.downsample import M4Downsampler
 from analysis.errors import AnalysisError, EmptyLogError
 from analysis.streaming import IndicatorSpec, StreamingIndicators, symbol_codes
 from analysis.summary import BarBuilder, ContentHash, SymbolSummary
-from recorder.logformat import Log, iso_ns
+from recorder.log import Log, atomic_path, iso_ns
 
 __all__ = ["ReportConfig", "build_report", "choose_interval"]
 
@@ -329,11 +327,8 @@ def _html_page(summary: dict[str, Any], figures: list[tuple[str, go.Figure]]) ->
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
     except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
         raise AnalysisError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -55,7 +55,7 @@ def run(quick: bool = False) -> Report:
             seconds = float(next(x.split()[1] for x in stdout.splitlines()
                                  if x.startswith("SECONDS")))
             read_s, _ = timed(lambda log=log: sum(
-                b.num_rows for b in __import__("recorder.logformat", fromlist=["Log"])
+                b.num_rows for b in __import__("recorder.log", fromlist=["Log"])
                 .Log(log).iter_batches(batch_rows=262_144)))
             rep.add(f"report of {ticks:,} ticks: time", seconds, "s", baseline=read_s,
                     baseline_name="reading the log alone", higher_is_better=False,

@@ -9,7 +9,7 @@ import pyarrow as pa
 import socketio
 from aiohttp import web
 
-from recorder.logformat import Log
+from recorder.log import Log
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from bench.common import Report, child_peak_rss_mb, header, timed
 from recorder.config import SimConfig
-from recorder.logformat import PARQUET_OPTIONS
+from recorder.log import PARQUET_OPTIONS
 from recorder.record import RecordConfig, record
 
 TICKS = 10_000_000

@@ -159,7 +159,7 @@ def run(quick: bool = False) -> Report:
             server.stop()
         import pyarrow as pa
 
-        from recorder.logformat import Log
+        from recorder.log import Log
 
         ts = np.concatenate([b.column(1).cast(pa.int64()).to_numpy()
                              for b in Log(data / "khz").iter_batches()])

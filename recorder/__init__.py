@@ -2,7 +2,7 @@
 
 from recorder.config import SimConfig, SymbolParams
 from recorder.errors import TicktapeError
-from recorder.logformat import Log, LogWriter, find_logs, recover_log, verify_log
+from recorder.log import Log, LogWriter, compact_log, recover_log, verify_log
 from recorder.record import RecordConfig, record
 from recorder.simulator import Simulator
 
@@ -14,7 +14,7 @@ __all__ = [
     "Simulator",
     "SymbolParams",
     "TicktapeError",
-    "find_logs",
+    "compact_log",
     "record",
     "recover_log",
     "verify_log",

@@ -6,24 +6,21 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
 
+from recorder.batches import FAST_CHUNK, BatchMaker, metadata_for
 from recorder.config import DEFAULT_FAST_START, SimConfig, parse_instant
 from recorder.errors import ConfigError
-from recorder.logformat import DEFAULT_SEGMENT_ROWS, LogWriter, iso_ns, make_batch
-from recorder.simulator import BLOCK_EVENTS, SIDES, Events, Simulator
+from recorder.log import DEFAULT_SEGMENT_ROWS, LogWriter
+from recorder.simulator import Simulator
 
-__all__ = ["RecordConfig", "RecordResult", "record", "regenerate_batches"]
-
-FAST_CHUNK = 1_000_000
-
+__all__ = ["RecordConfig", "RecordResult", "record"]
 
 @dataclass(frozen=True, kw_only=True)
 class RecordConfig:
@@ -39,7 +36,9 @@ class RecordConfig:
     flush_interval: float = 1.0
     overwrite: bool = False
     segment_rows: int = DEFAULT_SEGMENT_ROWS
-    segment_seconds: float = 600.0  # real-time: seal at least this often (keeps journals short)
+    # Real time: seal at least this often, so plain Parquet readers see the recording at most
+    # one seal interval (plus one flush) behind. 60 s is Flink's file sink rolling default.
+    seal_interval: float = 60.0
 
     def __post_init__(self) -> None:
         if self.ticks is not None and self.ticks <= 0:
@@ -54,6 +53,9 @@ class RecordConfig:
             raise ConfigError(f"--clock must be sim or wall, got {self.clock!r}")
         if self.clock == "wall" and not self.realtime:
             raise ConfigError("--clock wall needs --realtime")
+        if not (math.isfinite(self.seal_interval) and 0.1 <= self.seal_interval <= 86_400):
+            raise ConfigError(f"--seal-interval must be within [0.1, 86400] s, got "
+                              f"{self.seal_interval}")
         if self.segment_rows < 1:
             raise ConfigError("segment rows must be >= 1")
         if not self.realtime and self.ticks is None and self.duration_s is None:
@@ -67,53 +69,6 @@ class RecordResult:
     segments: int
     interrupted: bool
     seconds: float
-
-
-def metadata_for(sim: SimConfig, *, start_ns: int, clock: str, mode: str) -> dict[str, Any]:
-    """The log's `ticktape` metadata: enough to regenerate every event (docs/log-format.md)."""
-    return {
-        "source": "simulator",
-        "seed": sim.seed,
-        "simulator": {**sim.to_json(), "block_events": BLOCK_EVENTS},
-        "start": iso_ns(start_ns),
-        "clock": clock,
-        "mode": mode,
-    }
-
-
-class _BatchMaker:
-    """Turns simulator events into log batches, numbering seq on."""
-
-    def __init__(self, sim: SimConfig, start_ns: int) -> None:
-        self._symbols = pa.array([s.symbol for s in sim.symbols])
-        self._sides = pa.array(SIDES)
-        self._start_ns = start_ns
-        self.next_seq = 0
-
-    def __call__(self, events: Events, ts_ns: np.ndarray | None = None) -> pa.RecordBatch:
-        n = len(events)
-        seq = np.arange(self.next_seq, self.next_seq + n, dtype=np.int64)
-        self.next_seq += n
-        ts = self._start_ns + events.offset_ns if ts_ns is None else ts_ns
-        symbol = pa.DictionaryArray.from_arrays(pa.array(events.symbol_index), self._symbols)
-        side = pa.DictionaryArray.from_arrays(pa.array(events.side_index), self._sides)
-        return make_batch(seq, ts, symbol, events.price, events.size, side)
-
-
-def regenerate_batches(metadata: dict[str, Any], events: int) -> Iterator[pa.RecordBatch]:
-    """The batches a simulated log's own metadata produces (for `verify --regenerate`)."""
-    params = metadata["simulator"]
-    if params.get("block_events", BLOCK_EVENTS) != BLOCK_EVENTS:
-        raise ConfigError("log was generated with another block size; this ticktape cannot "
-                          "regenerate it")
-    sim_config = SimConfig.from_json(params)
-    simulator = Simulator(sim_config)
-    make = _BatchMaker(sim_config, parse_instant(metadata["start"]))
-    left = events
-    while left > 0:
-        chunk = simulator.take(min(left, FAST_CHUNK))
-        left -= len(chunk)
-        yield make(chunk)
 
 
 class _StopFlag:
@@ -148,10 +103,11 @@ def record(config: RecordConfig, *, progress: Callable[[int, int | None], None] 
     metadata = metadata_for(config.sim, start_ns=start_ns, clock=config.clock, mode=mode)
     duration_ns = None if config.duration_s is None else round(config.duration_s * 1e9)
     simulator = Simulator(config.sim)
-    make = _BatchMaker(config.sim, start_ns)
+    make = BatchMaker(config.sim, start_ns)
     began = time.perf_counter()
-    with _StopFlag() as flag, LogWriter(config.path, metadata, overwrite=config.overwrite,
-                                        segment_rows=config.segment_rows) as writer:
+    with _StopFlag() as flag, LogWriter(
+            config.path, metadata, overwrite=config.overwrite, segment_rows=config.segment_rows,
+            seal_interval=config.seal_interval if config.realtime else None) as writer:
         halt = stop or flag.event
         if stop is not None:
             # Either source stops the loop: a caller's event or a signal.
@@ -172,7 +128,7 @@ def _remaining(config: RecordConfig, emitted: int) -> int:
     return FAST_CHUNK if config.ticks is None else min(FAST_CHUNK, config.ticks - emitted)
 
 
-def _record_fast(config: RecordConfig, simulator: Simulator, make: _BatchMaker,
+def _record_fast(config: RecordConfig, simulator: Simulator, make: BatchMaker,
                  writer: LogWriter, duration_ns: int | None, halt: threading.Event,
                  signalled: threading.Event,
                  progress: Callable[[int, int | None], None] | None) -> None:
@@ -195,12 +151,12 @@ def _record_fast(config: RecordConfig, simulator: Simulator, make: _BatchMaker,
             last_flush = time.monotonic()
 
 
-def _record_realtime(config: RecordConfig, simulator: Simulator, make: _BatchMaker,
+def _record_realtime(config: RecordConfig, simulator: Simulator, make: BatchMaker,
                      writer: LogWriter, duration_ns: int | None, halt: threading.Event,
                      signalled: threading.Event,
                      progress: Callable[[int, int | None], None] | None, mono0: int) -> None:
     # Emission times come from one anchor (mono0 + offset), never summed sleeps: no drift.
-    last_flush = last_seal = time.monotonic()
+    last_flush = time.monotonic()
     last_wall = 0
     while not (halt.is_set() or signalled.is_set()):
         if config.ticks is not None and make.next_seq >= config.ticks:
@@ -221,9 +177,6 @@ def _record_realtime(config: RecordConfig, simulator: Simulator, make: _BatchMak
         if now - last_flush >= config.flush_interval:
             writer.flush()
             last_flush = now
-        if now - last_seal >= config.segment_seconds and writer.open_rows:
-            writer.seal()
-            last_seal = now
         if duration_ns is not None and elapsed >= duration_ns:
             break
         next_due = simulator.next_offset_ns()

@@ -15,11 +15,10 @@ import numpy as np
 
 from recorder.config import SimConfig, SymbolParams
 
-__all__ = ["BLOCK_EVENTS", "SIDES", "Events", "Simulator"]
+__all__ = ["BLOCK_EVENTS", "Events", "Simulator"]
 
 BLOCK_EVENTS = 65_536
 SECONDS_PER_YEAR = 365.0 * 86_400.0
-SIDES = ("buy", "sell", "unknown")
 NS = 1_000_000_000
 
 
@@ -31,7 +30,7 @@ class Events:
     symbol_index: np.ndarray  # int32, index into SimConfig.symbols
     price: np.ndarray  # float64 on the symbol's tick grid
     size: np.ndarray  # float64 on the symbol's lot grid
-    side_index: np.ndarray  # int8, index into SIDES
+    side_index: np.ndarray  # int8, index into recorder.log.schema.SIDES (0 buy, 1 sell)
 
     def __len__(self) -> int:
         return int(self.offset_ns.shape[0])

@@ -17,7 +17,7 @@ import socketio
 from aiohttp import web
 
 from recorder.errors import TicktapeError
-from recorder.logformat import Log, LogInfo
+from recorder.log import Log, LogInfo
 from replayer.catalog import Catalog
 from replayer.config import ServerConfig
 from replayer.encoding import MALFORMED_EVENT, FastPacket

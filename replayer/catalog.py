@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder.errors import LogNotFoundError, NotALogError, TicktapeError
-from recorder.logformat import Log
+from recorder.log import Log
 from replayer.errors import UnknownLog
 from replayer.protocol import valid_log_name
 

@@ -109,7 +109,7 @@ def json_ticks(log: str, batch: pa.RecordBatch, sma: np.ndarray) -> orjson.Fragm
 
 
 def ticks_schema(log: str) -> pa.Schema:
-    from recorder.logformat import SCHEMA
+    from recorder.log import SCHEMA
 
     return pa.schema([*SCHEMA, pa.field("sma", pa.float64())], metadata={"log": log})
 

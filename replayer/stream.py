@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from socketio import packet as sio_packet
 
 from analysis.streaming import IndicatorSpec, StreamingIndicators, symbol_codes
-from recorder.logformat import Log
+from recorder.log import Log
 from replayer.config import ServerConfig
 from replayer.encoding import FastPacket, JsonColumns, arrow_ticks, json_ticks, ticks_schema
 from replayer.errors import BadRequest

@@ -16,7 +16,7 @@ import pyarrow as pa
 import socketio
 
 from recorder.errors import ConfigError, LogDamagedError, TicktapeError
-from recorder.logformat import LogWriter, iso_ns, make_batch
+from recorder.log import LogWriter, iso_ns, make_batch
 
 __all__ = ["WatchConfig", "WatchError", "watch"]
 

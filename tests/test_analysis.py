@@ -175,7 +175,7 @@ def test_report_and_analyze_bad_input(tmp_path: Path) -> None:
 
 
 def test_empty_log_reports_clearly(tmp_path: Path) -> None:
-    from recorder.logformat import LogWriter
+    from recorder.log import LogWriter
 
     with LogWriter(tmp_path / "empty", {"source": "test"}):
         pass

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.logformat import JOURNAL, Log, verify_log
+from recorder.log import JOURNAL, Log, verify_log
 from tests.conftest import run_cli
 
 COMPARED = ["symbol", "price", "size", "side"]

@@ -15,7 +15,7 @@ import pytest
 import socketio
 
 from analysis.streaming import IndicatorSpec, StreamingIndicators
-from recorder.logformat import iso_ns
+from recorder.log import iso_ns
 from replayer.config import ServerConfig
 from tests.conftest import make_log
 from tests.replay_helpers import (

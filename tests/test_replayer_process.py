@@ -18,7 +18,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from recorder.logformat import JOURNAL, Log
+from recorder.log import JOURNAL, Log
 from replayer.config import ServerConfig
 from tests.conftest import free_port, make_log, run_cli
 from tests.replay_helpers import Client, ServerProcess, assert_exactly_once, serve_in_process

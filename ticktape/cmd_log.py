@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from recorder.logformat import Log, recover_log, verify_log
+from recorder.batches import regenerate_and_compare
+from recorder.errors import ConfigError
+from recorder.log import DEFAULT_SEGMENT_ROWS, Log, compact_log, recover_log, verify_log
 
 __all__ = ["register"]
 
@@ -38,6 +40,18 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(run=run_recover)
 
+    p = sub.add_parser("compact", help="merge a finished log's small segments into large ones",
+                       description="Rewrite a log directory's segments (e.g. the many small ones "
+                                   "a long live recording leaves) as segments of --segment-rows "
+                                   "events, atomically: a reader, or a kill at any moment, sees "
+                                   "the old segments or the new ones, never a mix.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("log", metavar="LOG", type=Path)
+    p.add_argument("--segment-rows", type=int, default=DEFAULT_SEGMENT_ROWS,
+                   help="events per segment after compaction")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(run=run_compact)
+
 
 def run_info(args: argparse.Namespace) -> int:
     info = Log(args.log).info().to_json()
@@ -62,7 +76,9 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    report = verify_log(args.log, regenerate=args.regenerate)
+    report = verify_log(args.log)
+    if args.regenerate:
+        report.regenerated = regenerate_and_compare(args.log, report)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif report.ok:
@@ -87,4 +103,19 @@ def run_recover(args: argparse.Namespace) -> int:
                  if report.dropped_bytes else ""))
     else:
         print(f"{report.name}: nothing to recover")
+    return 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    if args.segment_rows < 1:
+        raise ConfigError(f"--segment-rows must be >= 1, got {args.segment_rows}")
+    report = compact_log(args.log, segment_rows=args.segment_rows)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    elif report.compacted:
+        print(f"compacted {report.name}: {report.events:,} events, {report.segments_before} "
+              f"segment(s) -> {report.segments_after}, {report.bytes_before:,} -> "
+              f"{report.bytes_after:,} bytes")
+    else:
+        print(f"{report.name}: already compact ({report.segments_before} segment(s))")
     return 0

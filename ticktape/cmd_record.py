@@ -39,6 +39,10 @@ def register(sub: Any) -> None:
                    help="real-time ts: simulated times, or wall clock at emission")
     p.add_argument("--flush-interval", type=float, default=1.0, metavar="S",
                    help="seconds between durable journal flushes")
+    p.add_argument("--seal-interval", type=float, default=60.0, metavar="S",
+                   help="real time: seal the open segment at least this often, so plain Parquet "
+                        "readers (pandas, DuckDB, pyarrow) see the recording at most S seconds "
+                        "(plus one flush) behind")
     p.add_argument("--param", action="append", default=[], metavar="[SYMBOL.]KEY=VALUE",
                    help="override a simulator parameter for one symbol or all, e.g. "
                         "volatility=0.8 or ETH-USD.start_price=3000 (repeatable)")
@@ -75,8 +79,8 @@ def build_config(args: argparse.Namespace) -> RecordConfig:
     return RecordConfig(
         path=args.log, sim=sim, ticks=args.ticks, duration_s=duration, realtime=args.realtime,
         clock=args.clock, start_ns=parse_instant(args.start) if args.start else None,
-        flush_interval=args.flush_interval, overwrite=args.overwrite,
-        segment_rows=args.segment_rows)
+        flush_interval=args.flush_interval, seal_interval=args.seal_interval,
+        overwrite=args.overwrite, segment_rows=args.segment_rows)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from recorder.config import SimConfig, parse_duration, parse_symbols
 from recorder.errors import ConfigError
-from recorder.logformat import Log
+from recorder.log import Log
 from recorder.record import RecordConfig, record
 from replayer.app import STATE, make_app, token_from_env
 from replayer.config import ServerConfig

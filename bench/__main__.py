@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 SUITES = {"record": "bench.record_bench", "analysis": "bench.analysis_bench",
-          "replay": "bench.replay_bench"}
+          "replay": "bench.replay_bench", "follow": "bench.follow_bench"}
 
 
 def main() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import itertools
 import os
 import threading
 import time
@@ -39,6 +38,7 @@ class _Snapshot:
     journal_starts: tuple[int, ...] = ()  # first seq of each journal batch
     live: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    events: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Log:
                 raise NotALogError(f"{path} is not a log (expected a directory or a .parquet file)")
             seg = open_segment(path)
             self._check_order([seg])
-            self._snap = _Snapshot((seg,), metadata=seg.metadata)
+            self._snap = _Snapshot((seg,), metadata=seg.metadata, events=seg.rows)
             return
         if not path.is_dir():
             raise NotALogError(f"{path} is not a log")
@@ -142,21 +142,31 @@ class Log:
                     if n.endswith(".parquet") and not n.startswith(("_", "."))]
         segments.sort(key=lambda s: (s.first_seq, s.rows))
         has_journal = JOURNAL in names
-        journal: list[pa.RecordBatch] = []
+        journal: tuple[pa.RecordBatch, ...] = ()
+        starts: tuple[int, ...] = ()
         next_seq = segments[-1].first_seq + segments[-1].rows if segments else 0
         metadata = segments[-1].metadata if segments else {}
         if live and has_journal:
             schema, batches = self._journal_tail.read()
             if schema is not None:
                 metadata = metadata or parse_metadata(schema.metadata, JOURNAL)
-            journal = [b.slice(max(0, next_seq - int(b.column(0)[0].as_py()))) for b in batches
-                       if b.num_rows and int(b.column(0)[-1].as_py()) >= next_seq]
+            # Batches already sealed (a seal racing this refresh) are skipped by bisection,
+            # not by a scan: a poll must not cost more as the journal grows.
+            first = max(0, bisect.bisect_right(self._journal_tail.starts, next_seq) - 1)
+            journal, starts = batches[first:], self._journal_tail.starts[first:]
+            if journal and starts[0] < next_seq:
+                cut = next_seq - starts[0]
+                if cut >= journal[0].num_rows:
+                    journal, starts = journal[1:], starts[1:]
+                else:
+                    journal = (journal[0].slice(cut), *journal[1:])
+                    starts = (next_seq, *starts[1:])
         if not segments and not live:
             raise NotALogError(f"{path} is not a log (no Parquet segments)")
         self._check_order(segments)
-        starts = tuple(itertools.accumulate((b.num_rows for b in journal[:-1]), initial=next_seq))
-        self._snap = _Snapshot(tuple(segments), tuple(journal), starts if journal else (), live,
-                               metadata)
+        journal_rows = starts[-1] + journal[-1].num_rows - starts[0] if journal else 0
+        self._snap = _Snapshot(tuple(segments), journal, starts, live, metadata,
+                               sum(s.rows for s in segments) + journal_rows)
 
     @staticmethod
     def _list(path: Path) -> tuple[list[str], bool]:
@@ -189,8 +199,7 @@ class Log:
     # -- summary ---------------------------------------------------------------------------
     @property
     def events(self) -> int:
-        snap = self._snap
-        return sum(s.rows for s in snap.segments) + sum(b.num_rows for b in snap.journal)
+        return self._snap.events
 
     def _segment_symbols(self, seg: Segment) -> list[str]:
         if seg.path not in self._symbols_cache:

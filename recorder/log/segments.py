@@ -86,11 +86,13 @@ class JournalTail:
         self.path = path
         self.schema: pa.Schema | None = None
         self.batches: tuple[pa.RecordBatch, ...] = ()
+        self.starts: tuple[int, ...] = ()  # first seq of each batch, computed once per batch
         self.good_bytes = 0  # bytes up to the end of the last complete message
         self._identity: tuple[int, int] | None = None
 
     def _reset(self, identity: tuple[int, int] | None) -> None:
-        self.schema, self.batches, self.good_bytes, self._identity = None, (), 0, identity
+        self.schema, self.batches, self.starts = None, (), ()
+        self.good_bytes, self._identity = 0, identity
 
     def read(self) -> tuple[pa.Schema | None, tuple[pa.RecordBatch, ...]]:
         """The journal's schema and complete batches, as of now."""
@@ -130,13 +132,16 @@ class JournalTail:
                         break
                     self.schema = pa.ipc.read_schema(message)
                 elif message.type == "record batch":
-                    new.append(pa.ipc.read_record_batch(message, self.schema))
+                    batch = pa.ipc.read_record_batch(message, self.schema)
+                    if batch.num_rows:
+                        new.append(batch)
             except (pa.ArrowInvalid, OSError):
                 break
             consumed = source.tell()
         self.good_bytes += consumed
         if new:
             self.batches = (*self.batches, *new)
+            self.starts = (*self.starts, *(int(b.column(0)[0].as_py()) for b in new))
 
 
 def read_journal(path: Path) -> tuple[pa.Schema | None, tuple[pa.RecordBatch, ...], int]:

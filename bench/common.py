@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+# TICKTAPE_BENCH_RESULTS: another folder for the JSON results (tests/test_bench.py uses a tmp dir).
+RESULTS = Path(os.environ.get("TICKTAPE_BENCH_RESULTS") or ROOT / "bench" / "results")
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

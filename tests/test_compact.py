@@ -44,9 +44,8 @@ def test_compact_merges_segments_and_keeps_every_event(tmp_path: Path) -> None:
 
 
 def test_compact_refuses_live_single_file_and_foreign(tmp_path: Path) -> None:
-    with LogWriter(tmp_path / "live", {"source": "test"}):
-        with pytest.raises(LogLockedError):
-            compact_log(tmp_path / "live")
+    with LogWriter(tmp_path / "live", {"source": "test"}), pytest.raises(LogLockedError):
+        compact_log(tmp_path / "live")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("hi")
     result = run_cli("compact", str(tmp_path / "notes"))

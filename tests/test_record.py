@@ -34,6 +34,11 @@ def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-unty
         time.sleep(0.02)
 
 
+def _visible(path: Path) -> int:
+    """Events a reader sees in a log being recorded (0 before its journal exists)."""
+    return Log(path).events if (path / JOURNAL).exists() else 0
+
+
 def _fast_reference(tmp_path: Path, ticks: int) -> pa.Table:
     ref = tmp_path / "reference"
     result = run_cli("record", str(ref), "--seed", "5", "--symbols", "BTC-USD,ETH-USD",
@@ -49,9 +54,9 @@ def test_sigkill_at_random_moments_then_recover(tmp_path: Path) -> None:
     for i, moment in enumerate(moments):
         path = tmp_path / f"killed-{i}"
         proc = _start_realtime(path, "--rate", "2000", "--flush-interval", str(flush))
-        _wait_for(lambda p=path: (p / JOURNAL).exists())
+        _wait_for(lambda p=path: _visible(p) > 0)
         time.sleep(moment)
-        killed_at = time.time_ns()
+        seen = _visible(path)  # flushed before the kill: a reader could already see them
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         proc.stderr.close()  # type: ignore[union-attr]
@@ -66,14 +71,10 @@ def test_sigkill_at_random_moments_then_recover(tmp_path: Path) -> None:
         got = pq.read_table(path)
         seqs = got.column("seq").to_pylist()
         assert seqs == list(range(len(seqs)))  # each event exactly once, in order
-        ts = got.column("ts").cast(pa.int64()).to_numpy()
-        # Every event up to one flush interval before the kill is there (0.1 s for scheduling).
-        cutoff = killed_at - int((flush + 0.1) * 1e9)
+        # Every event that was durable before the kill survives it. (Not "every event up to
+        # one flush interval before the kill": on a loaded machine the recorder may run late.)
+        assert len(seqs) >= seen, (moment, len(seqs), seen)
         ref = _fast_reference(tmp_path, len(seqs) + 2_000)
-        ref_ts = ref.column("ts").cast(pa.int64()).to_numpy()
-        anchor = int(ts[0]) - int(ref_ts[0])  # real-time start minus the fixed fast start
-        expected = int((ref_ts + anchor <= cutoff).sum())
-        assert len(seqs) >= expected, (moment, len(seqs), expected)
         for col in COMPARED:  # and they are the very events a fast recording makes
             assert got.column(col).equals(ref.column(col).slice(0, len(seqs))), col
 
@@ -82,8 +83,7 @@ def test_sigterm_and_sigint_close_the_log_cleanly(tmp_path: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         path = tmp_path / f"stopped-{sig.name}"
         proc = _start_realtime(path, "--rate", "500", "--flush-interval", "0.1")
-        _wait_for(lambda p=path: (p / JOURNAL).exists())
-        time.sleep(0.3)
+        _wait_for(lambda p=path: _visible(p) > 0)  # recording, not still starting up
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
@@ -97,15 +97,15 @@ def test_a_growing_log_can_be_read_while_recorded(tmp_path: Path) -> None:
     proc = _start_realtime(path, "--rate", "1000", "--flush-interval", "0.1")
     try:
         _wait_for(lambda: (path / JOURNAL).exists())
-        counts = []
+        counts = [0]
         for _ in range(3):
-            time.sleep(0.35)
+            _wait_for(lambda: _visible(path) > counts[-1])  # the next flush, however late
             log = Log(path)
             assert log.live
             seqs = [s for b in log.iter_batches() for s in b.column(0).to_pylist()]
             assert seqs == list(range(len(seqs)))
             counts.append(len(seqs))
-        assert counts[0] < counts[1] < counts[2]
+        assert counts[1] < counts[2] < counts[3]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)

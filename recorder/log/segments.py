@@ -46,8 +46,8 @@ def open_segment(path: Path) -> Segment:
         raise LogDamagedError(
             f"segment {path.name} is unreadable (truncated or corrupt): run `ticktape verify`"
         ) from exc
-    info = parse_metadata(meta.metadata, path.name)
-    check_schema(meta.schema.to_arrow_schema(), path.name)
+    info = parse_metadata(meta.metadata, str(path))
+    check_schema(meta.schema.to_arrow_schema(), str(path))
     seq_min, ts_min, ts_max = column_range(path, meta)
     return Segment(path, seq_min, meta.num_rows, ts_min, ts_max, info)
 

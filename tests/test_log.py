@@ -18,7 +18,7 @@ from recorder.errors import (
     NeedsRecoveryError,
     NotALogError,
 )
-from recorder.log import JOURNAL, SCHEMA, Log, LogWriter, recover_log, verify_log
+from recorder.log import JOURNAL, SCHEMA, Log, LogWriter, make_batch, recover_log, verify_log
 from recorder.log.schema import LOCK
 from recorder.log.segments import read_journal
 from tests.conftest import make_log
@@ -241,3 +241,51 @@ def test_live_between_a_seal_and_the_next_flush(tmp_path: Path) -> None:
         writer.close()
     log.refresh()
     assert not log.live and log.events == 180
+
+
+def test_optional_columns_round_trip_through_writer_reader_and_compact(tmp_path: Path) -> None:
+    from recorder.log import compact_log
+    from recorder.log.schema import TS_TYPE
+
+    n = 2_500
+    seq = np.arange(n, dtype=np.int64)
+    ts = 1_700_000_000_000_000_000 + seq * 1_000_000
+    base = make_batch(seq, ts, pa.array(["BTC-USDT"] * n), np.full(n, 95_000.0), np.ones(n),
+                      pa.array(["sell"] * n))
+    extra = [pa.array([str(10_000 + i) for i in range(n)]),
+             pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array(["binance"])),
+             pa.array(ts + 5_000_000, pa.int64()).cast(TS_TYPE)]
+    batch = pa.RecordBatch.from_arrays([*base.columns, *extra],
+                                       names=[*SCHEMA.names, "trade_id", "venue", "recv_ts"])
+    path = tmp_path / "real"
+    with LogWriter(path, {"source": "import:test"}, segment_rows=1_000,
+                   optional_columns=("trade_id", "venue", "recv_ts")) as writer:
+        writer.append(batch)
+    log = Log(path)
+    assert log.columns == [*SCHEMA.names, "trade_id", "venue", "recv_ts"]
+    assert [b.num_columns for b in log.iter_batches()] == [6, 6, 6]  # required by default
+    table = pa.Table.from_batches(log.iter_batches(columns=log.columns))
+    assert table.column("trade_id").to_pylist() == [str(10_000 + i) for i in range(n)]
+    assert table.column("venue").to_pylist() == ["binance"] * n
+    assert table.column("recv_ts").cast(pa.int64()).to_pylist() == (ts + 5_000_000).tolist()
+    assert verify_log(path).ok
+    compact_log(path, segment_rows=10_000)
+    after = Log(path)
+    assert len(after.segments) == 1 and after.columns == log.columns
+    assert pa.Table.from_batches(after.iter_batches(columns=after.columns)).equals(table)
+    with pytest.raises(ValueError, match="differ"), LogWriter(tmp_path / "plain", {"source": "t"}) as w:
+        w.append(batch)  # a log without those columns refuses them rather than dropping them
+
+
+def test_segment_notes_go_into_that_segment_only(tmp_path: Path) -> None:
+    n = 10
+    seq = np.arange(2 * n, dtype=np.int64)
+    batch = make_batch(seq, 1_700_000_000_000_000_000 + seq, pa.array(["X"] * 2 * n),
+                       np.ones(2 * n), np.ones(2 * n), pa.array(["buy"] * 2 * n))
+    with LogWriter(tmp_path / "log", {"source": "live:test"}, segment_rows=n) as writer:
+        writer.segment_notes = {"gaps": [{"symbol": "X", "from_id": 5, "to_id": 9}]}
+        writer.append(batch)
+    first, second = Log(tmp_path / "log").segments
+    assert first.metadata["segment"] == {"gaps": [{"symbol": "X", "from_id": 5, "to_id": 9}]}
+    assert "segment" not in second.metadata and first.metadata["source"] == "live:test"
+    assert verify_log(tmp_path / "log").ok  # "segment" may differ between segments

@@ -18,7 +18,7 @@ from typing import Any
 from recorder.errors import LogDamagedError, LogLockedError, NotALogError
 from recorder.log.files import exchange_dirs, release_lock, take_lock
 from recorder.log.reader import Log
-from recorder.log.schema import DEFAULT_SEGMENT_ROWS
+from recorder.log.schema import DEFAULT_SEGMENT_ROWS, SCHEMA
 from recorder.log.writer import LogWriter
 
 __all__ = ["CompactReport", "compact_log"]
@@ -68,8 +68,11 @@ def compact_log(path: Path | str, *, segment_rows: int = DEFAULT_SEGMENT_ROWS) -
         staging = root.parent / f".{root.name}{_STAGING_INFIX}{os.getpid()}"
         metadata = {k: v for k, v in log.metadata.items() if k != "format"}
         try:
-            with LogWriter(staging, metadata, segment_rows=segment_rows) as writer:
-                for batch in log.iter_batches(batch_rows=min(segment_rows, 262_144)):
+            optional = tuple(log.columns[len(SCHEMA):])
+            with LogWriter(staging, metadata, segment_rows=segment_rows,
+                           optional_columns=optional) as writer:
+                for batch in log.iter_batches(batch_rows=min(segment_rows, 262_144),
+                                              columns=log.columns):
                     writer.append(batch)
             after = Log(staging).info()
             if after.events != before.events:  # never fewer: refuse rather than swap

@@ -39,6 +39,7 @@ class _Snapshot:
     live: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     events: int = 0
+    columns: list[str] = field(default_factory=lambda: list(SCHEMA.names))
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,11 @@ class Log:
         return self._snap.journal
 
     @property
+    def columns(self) -> list[str]:
+        """The log's columns: the required ones, then the optional ones it carries."""
+        return self._snap.columns
+
+    @property
     def live(self) -> bool:
         return self._snap.live
 
@@ -121,7 +127,8 @@ class Log:
                 raise NotALogError(f"{path} is not a log (expected a directory or a .parquet file)")
             seg = open_segment(path)
             self._check_order([seg])
-            self._snap = _Snapshot((seg,), metadata=seg.metadata, events=seg.rows)
+            self._snap = _Snapshot((seg,), metadata=seg.metadata, events=seg.rows,
+                                   columns=seg.columns)
             return
         if not path.is_dir():
             raise NotALogError(f"{path} is not a log")
@@ -146,10 +153,11 @@ class Log:
         starts: tuple[int, ...] = ()
         next_seq = segments[-1].first_seq + segments[-1].rows if segments else 0
         metadata = segments[-1].metadata if segments else {}
+        journal_schema: pa.Schema | None = None
         if live and has_journal:
-            schema, batches = self._journal_tail.read()
-            if schema is not None:
-                metadata = metadata or parse_metadata(schema.metadata, JOURNAL)
+            journal_schema, batches = self._journal_tail.read()
+            if journal_schema is not None:
+                metadata = metadata or parse_metadata(journal_schema.metadata, JOURNAL)
             # Batches already sealed (a seal racing this refresh) are skipped by bisection,
             # not by a scan: a poll must not cost more as the journal grows.
             first = max(0, bisect.bisect_right(self._journal_tail.starts, next_seq) - 1)
@@ -165,8 +173,10 @@ class Log:
             raise NotALogError(f"{path} is not a log (no Parquet segments)")
         self._check_order(segments)
         journal_rows = starts[-1] + journal[-1].num_rows - starts[0] if journal else 0
+        columns = segments[0].columns if segments else (
+            list(journal_schema.names) if journal_schema is not None else list(SCHEMA.names))
         self._snap = _Snapshot(tuple(segments), journal, starts, live, metadata,
-                               sum(s.rows for s in segments) + journal_rows)
+                               sum(s.rows for s in segments) + journal_rows, columns)
 
     @staticmethod
     def _list(path: Path) -> tuple[list[str], bool]:
@@ -265,7 +275,8 @@ class Log:
 
     def iter_batches(self, from_seq: int = 0, batch_rows: int = 65_536,
                      columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """The log's events from from_seq on, in seq order, without loading the log whole."""
+        """The log's events from from_seq on, in seq order, without loading the log whole.
+        `columns` defaults to the required columns (SCHEMA); pass `log.columns` for all."""
         names = columns or SCHEMA.names
         snap = self._snap
         expected = from_seq

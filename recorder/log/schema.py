@@ -64,8 +64,10 @@ __all__ = [
     "TMP_PREFIX",
     "TS_TYPE",
     "check_schema",
+    "conform",
     "is_log_dir_listing",
     "iso_ns",
+    "log_schema",
     "make_batch",
     "metadata_json",
     "parse_metadata",
@@ -85,6 +87,7 @@ SCHEMA = pa.schema([
     pa.field("size", pa.float64(), nullable=False),
     pa.field("side", pa.string(), nullable=False),
 ])
+# In this order after the required columns, when a log has them; nullable.
 OPTIONAL_COLUMNS = {"trade_id": pa.string(), "venue": pa.string(), "recv_ts": TS_TYPE}
 JOURNAL = "_journal.arrows"
 LOCK = "_lock"
@@ -94,7 +97,7 @@ DEFAULT_SEGMENT_ROWS = 1_000_000
 # Chosen by measurement (docs/log-format.md): ~7.5 bytes/tick against ~16 with pyarrow defaults.
 PARQUET_OPTIONS: dict[str, Any] = dict(
     compression="zstd",
-    use_dictionary=["symbol", "price", "size", "side"],
+    use_dictionary=["symbol", "price", "size", "side", "venue"],
     column_encoding={"seq": "DELTA_BINARY_PACKED", "ts": "DELTA_BINARY_PACKED"},
     write_statistics=["seq", "ts"],
 )
@@ -133,15 +136,36 @@ def make_batch(seq: np.ndarray, ts_ns: np.ndarray, symbol: pa.Array, price: np.n
     )
 
 
+def log_schema(optional: tuple[str, ...] | list[str] = ()) -> pa.Schema:
+    """SCHEMA followed by the named optional columns, in OPTIONAL_COLUMNS order."""
+    unknown = set(optional) - set(OPTIONAL_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown optional column(s): {', '.join(sorted(unknown))}")
+    return pa.schema([*SCHEMA, *(pa.field(name, kind) for name, kind in OPTIONAL_COLUMNS.items()
+                                 if name in optional)])
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` in exactly `schema` (dictionary columns decoded, metadata dropped), or ValueError."""
+    if batch.schema.equals(schema, check_metadata=False):
+        return batch
+    if batch.schema.names != schema.names:
+        raise ValueError(f"batch columns {batch.schema.names} differ from the log's {schema.names}")
+    columns = [col.cast(field.type) if col.type != field.type else col
+               for col, field in zip(batch.columns, schema, strict=True)]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
 def metadata_json(metadata: dict[str, Any]) -> str:
     """The `ticktape` value as stored: sorted keys, no spaces, so it is byte-stable."""
     return json.dumps(metadata, sort_keys=True, separators=(",", ":"))
 
 
-def schema_with(metadata: dict[str, Any]) -> pa.Schema:
-    """The log schema carrying `metadata` (format version added) under the `ticktape` key."""
-    return SCHEMA.with_metadata({METADATA_KEY: metadata_json({"format": FORMAT_VERSION,
-                                                              **metadata})})
+def schema_with(metadata: dict[str, Any], optional: tuple[str, ...] | list[str] = ()) -> pa.Schema:
+    """The log schema (with `optional` columns) carrying `metadata` (format version added)
+    under the `ticktape` key."""
+    return log_schema(optional).with_metadata(
+        {METADATA_KEY: metadata_json({"format": FORMAT_VERSION, **metadata})})
 
 
 def parse_metadata(raw: dict[bytes, bytes] | None, where: str) -> dict[str, Any]:
@@ -171,3 +195,10 @@ def check_schema(schema: pa.Schema, where: str) -> None:
             got = got.value_type
         if got != want.type and not (want.type == pa.string() and got == pa.large_string()):
             raise LogDamagedError(f"{where}: column {want.name!r} is {got}, expected {want.type}")
+    for name, kind in OPTIONAL_COLUMNS.items():
+        if name in schema.names:
+            got = schema.field(name).type
+            if isinstance(got, pa.DictionaryType):
+                got = got.value_type
+            if got != kind and not (kind == pa.string() and got == pa.large_string()):
+                raise LogDamagedError(f"{where}: column {name!r} is {got}, expected {kind}")

@@ -13,7 +13,15 @@ import pyarrow.parquet as pq
 
 from recorder.errors import LogDamagedError
 from recorder.log.files import atomic_path
-from recorder.log.schema import PARQUET_OPTIONS, TS_TYPE, check_schema, parse_metadata, segment_name
+from recorder.log.schema import (
+    OPTIONAL_COLUMNS,
+    PARQUET_OPTIONS,
+    SCHEMA,
+    TS_TYPE,
+    check_schema,
+    parse_metadata,
+    segment_name,
+)
 
 __all__ = ["JournalTail", "Segment", "column_range", "open_segment", "read_journal", "write_segment"]
 
@@ -28,6 +36,7 @@ class Segment:
     ts_min: int | None
     ts_max: int | None
     metadata: dict[str, Any]
+    columns: list[str]  # required columns, then the optional ones it carries
 
 
 def write_segment(directory: Path, table: pa.Table, first_seq: int, row_group_size: int) -> Path:
@@ -49,7 +58,9 @@ def open_segment(path: Path) -> Segment:
     info = parse_metadata(meta.metadata, str(path))
     check_schema(meta.schema.to_arrow_schema(), str(path))
     seq_min, ts_min, ts_max = column_range(path, meta)
-    return Segment(path, seq_min, meta.num_rows, ts_min, ts_max, info)
+    names = meta.schema.to_arrow_schema().names
+    columns = [*SCHEMA.names, *(n for n in OPTIONAL_COLUMNS if n in names)]
+    return Segment(path, seq_min, meta.num_rows, ts_min, ts_max, info, columns)
 
 
 def column_range(path: Path, meta: pq.FileMetaData) -> tuple[int, int | None, int | None]:

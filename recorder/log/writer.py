@@ -17,9 +17,12 @@ from recorder.log.schema import (
     DEFAULT_SEGMENT_ROWS,
     JOURNAL,
     LOCK,
-    SCHEMA,
+    METADATA_KEY,
     SEGMENT_RE,
     TMP_PREFIX,
+    conform,
+    metadata_json,
+    parse_metadata,
     schema_with,
 )
 from recorder.log.segments import write_segment
@@ -35,14 +38,17 @@ class LogWriter:
 
     def __init__(self, path: Path | str, metadata: dict[str, Any], *, overwrite: bool = False,
                  segment_rows: int = DEFAULT_SEGMENT_ROWS,
-                 seal_interval: float | None = None) -> None:
+                 seal_interval: float | None = None,
+                 optional_columns: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
         if self.path.suffix == ".parquet":
             raise LogExistsError(f"{self.path}: record writes a log directory; drop the .parquet suffix")
-        self.schema = schema_with(metadata)
+        self.schema = schema_with(metadata, optional_columns)
         self.segment_rows = segment_rows
         self.seal_interval = seal_interval
         self._opened_at: float | None = None  # monotonic time of the open segment's first row
+        # Written into the next sealed segment's metadata under "segment", then cleared.
+        self.segment_notes: dict[str, Any] = {}
         self._prepare_directory(overwrite)
         self._lock_fd: int | None = take_lock(self.path)
         self.next_seq = 0
@@ -95,8 +101,7 @@ class LogWriter:
         first = int(batch.column(0)[0].as_py())
         if first != self.next_seq:
             raise ValueError(f"batch starts at seq {first}, log continues at {self.next_seq}")
-        if batch.schema != SCHEMA:
-            batch = pa.RecordBatch.from_arrays(batch.columns, schema=SCHEMA)
+        batch = conform(batch, self.schema)
         if self._opened_at is None:
             self._opened_at = time.monotonic()
         offset = 0
@@ -145,6 +150,13 @@ class LogWriter:
         self._wait_sealed()
         table = (pa.Table.from_batches(self._open, schema=self.schema) if self._open
                  else self.schema.empty_table())
+        if self.segment_notes:
+            # Facts about this segment only (e.g. a live feed's trade-id gaps), under the one
+            # metadata key that may differ between segments ("segment").
+            meta = parse_metadata(self.schema.metadata, "schema")
+            meta["segment"] = dict(self.segment_notes)
+            table = table.replace_schema_metadata({METADATA_KEY: metadata_json(meta)})
+            self.segment_notes = {}
         first_seq = self.sealed_rows
         had_journal = self._journal is not None
         self._close_journal()

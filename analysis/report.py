@@ -19,6 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 import pyarrow as pa
+import pyarrow.compute as pc
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
@@ -279,6 +280,7 @@ def build_report(config: ReportConfig,
         "log": log.name, "content_sha256": digest, "events": info.events,
         "first_ts": iso_ns(info.first_ts), "last_ts": iso_ns(info.last_ts),
         "interval": interval, "symbols": symbols, "ticktape": info.metadata,
+        "venues": _venues(log),
         "options": {"sma": list(config.sma), "anomaly_window": config.anomaly_window,
                     "anomaly_threshold": config.anomaly_threshold, "buckets": config.buckets},
     }
@@ -297,9 +299,28 @@ def build_report(config: ReportConfig,
     return summary
 
 
+def _venues(log: Log) -> list[str]:
+    """The venues of a real log (its `venue` column), or [] for a simulated one."""
+    if "venue" not in log.columns:
+        return []
+    found: set[str] = set()
+    for batch in log.iter_batches(columns=["venue"]):
+        found.update(v for v in pc.unique(batch.column(0)).to_pylist() if v is not None)
+    return sorted(found)
+
+
+def _origin(summary: dict[str, Any]) -> str:
+    """Where the events come from: the seed of a simulated log, the venue(s) of a real one."""
+    meta = summary["ticktape"]
+    if "seed" in meta:
+        return f"seed <code>{html.escape(str(meta['seed']))}</code>"
+    venues = summary.get("venues") or []
+    return f"venue <code>{html.escape(', '.join(venues) or 'unknown')}</code>"
+
+
 def _html_page(summary: dict[str, Any], figures: list[tuple[str, go.Figure]]) -> str:
     meta = summary["ticktape"]
-    seed = meta.get("seed", "–")
+    simulated = meta.get("source") == "simulator"
     divs = "\n".join(
         "<section>" + pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id,
                                   config=PLOT_CONFIG, default_height="auto") + "</section>"
@@ -315,11 +336,12 @@ def _html_page(summary: dict[str, Any], figures: list[tuple[str, go.Figure]]) ->
 <header><h1>{title}</h1>
 <div>{summary['events']:,} events, {html.escape(str(summary['first_ts']))} → \
 {html.escape(str(summary['last_ts']))} · source <code>{html.escape(str(meta.get('source')))}</code> \
-· seed <code>{html.escape(str(seed))}</code></div>
+· {_origin(summary)}</div>
 <div>content SHA-256 <code>{summary['content_sha256']}</code></div></header>
 <main>
 <section><h2>Summary</h2>{_summary_table(summary['symbols'])}
-<details><summary>Generator parameters (regenerate with <code>ticktape verify --regenerate</code>)</summary>
+<details><summary>{"Generator parameters (regenerate with <code>ticktape verify --regenerate</code>)"
+                     if simulated else "Log metadata"}</summary>
 <pre>{params}</pre></details></section>
 {divs}
 </main></body></html>

@@ -15,7 +15,14 @@ from recorder.log import Log, VerifyReport, iso_ns, make_batch
 from recorder.log.schema import SIDES
 from recorder.simulator import BLOCK_EVENTS, Events, Simulator
 
-__all__ = ["FAST_CHUNK", "BatchMaker", "metadata_for", "regenerate_and_compare", "regenerate_batches"]
+__all__ = [
+    "FAST_CHUNK",
+    "BatchMaker",
+    "can_regenerate",
+    "metadata_for",
+    "regenerate_and_compare",
+    "regenerate_batches",
+]
 
 FAST_CHUNK = 1_000_000
 
@@ -67,13 +74,17 @@ def regenerate_batches(metadata: dict[str, Any], events: int) -> Iterator[pa.Rec
         yield make(chunk)
 
 
+def can_regenerate(metadata: dict[str, Any] | None) -> bool:
+    """Only a simulated log carries what regenerates it (seed and every parameter)."""
+    return bool(metadata) and metadata is not None and metadata.get("source") == "simulator"
+
+
 def regenerate_and_compare(root: Path, report: VerifyReport) -> bool:
     """`verify --regenerate`: re-run the simulator from the log's own metadata and compare
-    every event; a difference is added to the report. False when it cannot or they differ."""
+    every event; a difference is added to the report. False when they differ (or the log has
+    other problems); call only when `can_regenerate(report.metadata)`."""
     metadata = report.metadata
-    if not metadata or metadata.get("source") != "simulator":
-        report.problem("--regenerate needs a simulated log (metadata source 'simulator')")
-        return False
+    assert metadata is not None and can_regenerate(metadata)
     if report.problems:
         return False
     log = Log(root)

@@ -184,3 +184,31 @@ def test_empty_log_reports_clearly(tmp_path: Path) -> None:
         result = run_cli(command[0], str(tmp_path / "empty"), *command[1:])
         assert result.returncode == 1
         assert result.stderr.strip() == f"error: log empty is empty: nothing to {command[0]}"
+
+
+def test_real_logs_analyze_and_report_with_venue_not_seed(tmp_path: Path) -> None:
+    from recorder.log import SCHEMA, LogWriter, make_batch
+
+    n = 3_000
+    rng = np.random.default_rng(3)
+    seq = np.arange(n, dtype=np.int64)
+    ts = 1_735_689_600_000_000_000 + np.cumsum(rng.integers(1, 10**8, n))
+    price = 94_000 * np.exp(np.cumsum(rng.normal(0, 1e-4, n)))
+    base = make_batch(seq, ts, pa.array(["BTC-USDT"] * n), price, np.full(n, 0.01),
+                      pa.array(rng.choice(["buy", "sell"], n)))
+    batch = pa.RecordBatch.from_arrays(
+        [*base.columns, pa.array([str(i) for i in range(n)]), pa.array(["binance"] * n)],
+        names=[*SCHEMA.names, "trade_id", "venue"])
+    log = tmp_path / "btc-jan"
+    with LogWriter(log, {"source": "import:binance-trades"},
+                   optional_columns=("trade_id", "venue")) as writer:
+        writer.append(batch)
+    out = tmp_path / "ind.parquet"
+    assert run_cli("analyze", str(log), "-o", str(out), "--sma", "5").returncode == 0
+    assert pq.read_table(out).num_rows == n
+    page = tmp_path / "report.html"
+    done = run_cli("report", str(log), "-o", str(page))
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert "source <code>import:binance-trades</code>" in text
+    assert "venue <code>binance</code>" in text and "seed <code>" not in text

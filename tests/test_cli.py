@@ -126,3 +126,22 @@ def test_truncated_segment_messages(tmp_path: Path) -> None:
                             "(truncated or corrupt): run `ticktape verify`")
     result = run_cli("verify", str(log))
     assert result.returncode == 1 and "truncated or corrupt" in result.stdout
+
+
+def test_verify_regenerate_on_a_real_log_says_it_cannot_and_exits_0(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from recorder.log import LogWriter, make_batch
+
+    seq = np.arange(100, dtype=np.int64)
+    with LogWriter(tmp_path / "real", {"source": "import:binance-trades"}) as writer:
+        writer.append(make_batch(seq, 1_700_000_000_000_000_000 + seq, pa.array(["BTC-USDT"] * 100),
+                                 np.full(100, 95_000.0), np.ones(100), pa.array(["buy"] * 100)))
+    text = run_cli("verify", str(tmp_path / "real"), "--regenerate")
+    assert text.returncode == 0, text.stderr
+    assert "cannot regenerate: source 'import:binance-trades' is not the simulator" in text.stdout
+    as_json = run_cli("verify", str(tmp_path / "real"), "--regenerate", "--json")
+    report = json.loads(as_json.stdout)
+    assert as_json.returncode == 0 and report["ok"] and report["regenerated"] is None
+    assert "import:binance-trades" in report["cannot_regenerate"]

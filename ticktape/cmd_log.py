@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from recorder.batches import regenerate_and_compare
+from recorder.batches import can_regenerate, regenerate_and_compare
 from recorder.errors import ConfigError
 from recorder.log import DEFAULT_SEGMENT_ROWS, Log, compact_log, recover_log, verify_log
 
@@ -77,12 +77,21 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     report = verify_log(args.log)
+    note = ""
     if args.regenerate:
-        report.regenerated = regenerate_and_compare(args.log, report)
+        if can_regenerate(report.metadata):
+            report.regenerated = regenerate_and_compare(args.log, report)
+        else:
+            # Imported and live logs hold real trades: nothing can regenerate them, and that
+            # is not damage (exit 0 on an otherwise good log).
+            source = (report.metadata or {}).get("source", "unknown")
+            note = f"; cannot regenerate: source {source!r} is not the simulator"
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    elif report.ok:
-        extra = ", regenerated identically" if report.regenerated else ""
+        extra_json = {"cannot_regenerate": note.removeprefix("; cannot regenerate: ")} if note else {}
+        print(json.dumps(report.to_json() | extra_json, indent=2))
+        return 0 if report.ok else 1
+    if report.ok:
+        extra = ", regenerated identically" if report.regenerated else note
         print(f"ok: {report.name}: {report.events:,} events in {report.segments} segment(s)"
               f"{extra}")
     else:

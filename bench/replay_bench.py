@@ -1,6 +1,7 @@
 """Replayer: throughput to one client (JSON, arrow) beside a bare python-socketio loop; many
 clients at 1x; lateness and drift at 1x on a 1 kHz log; server RSS on a 50M-tick log and with
-a client that never reads."""
+a client that never reads. Throughput and crowd figures use the lean WebSocket client
+(bench/ws_client.py) so they measure the server; lateness uses ticktape.client."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from bench.ws_client import many_clients, run_client
 from recorder.config import SimConfig, parse_symbols
 from recorder.record import RecordConfig, record
 from tests.conftest import free_port
+from ticktape.client import connect
 
 
 def _record(path: Path, ticks: int, rate: float = 20.0) -> Path:
@@ -55,10 +57,20 @@ def _max_speed(url: str, log: str, encoding: str) -> float:
     return got.ticks / (time.perf_counter() - began)
 
 
+async def _arrivals(url: str, log: str) -> list[tuple[float, int]]:
+    """(wall, first ts) of every batch of a 1x replay, through the project's own client, which
+    also checks the stream is whole (every seq once, in order)."""
+    arrivals: list[tuple[float, int]] = []
+    async with connect(url) as client:
+        async for batch in client.subscribe(log, speed=1):
+            arrivals.append((time.perf_counter(), int(batch.ts[0])))
+    return arrivals
+
+
 def _lateness(url: str, log: str) -> tuple[np.ndarray, float]:
-    got = asyncio.run(run_client(url, {"log": log, "speed": 1}, keep_arrivals=True))
-    wall = np.array([a[0] for a in got.arrivals])
-    ts = np.array([a[1] for a in got.arrivals], dtype=np.int64)
+    arrivals = asyncio.run(_arrivals(url, log))
+    wall = np.array([a[0] for a in arrivals])
+    ts = np.array([a[1] for a in arrivals], dtype=np.int64)
     # Lateness relative to the schedule anchored at the first arrival (includes the network).
     late = (wall - wall[0]) - (ts - ts[0]) / 1e9
     late -= late.min()

@@ -15,7 +15,7 @@ __all__ = [
 
 
 class TicktapeError(Exception):
-    """Base of every error a user can cause; `exit_code` follows the contract (1 problem, 2 input)."""
+    """Base of every error a user can cause; `exit_code` follows docs/cli.md (1 problem, 2 input)."""
 
     exit_code = 2
 

@@ -1,4 +1,4 @@
-"""The replay server: aiohttp app + python-socketio AsyncServer (contract §3-4, docs/protocol.md)."""
+"""The replay server: aiohttp app + python-socketio AsyncServer (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,15 @@ from aiohttp import web
 
 from recorder.errors import TicktapeError
 from recorder.log import Log, LogInfo
+from replayer.broadcast import Channel
 from replayer.catalog import Catalog
 from replayer.config import ServerConfig
-from replayer.encoding import MALFORMED_EVENT, FastPacket
-from replayer.errors import BadRequest, NotAllowed, ReplayError
+from replayer.encoding import MALFORMED_EVENT, RESERVED_PREFIX, FastPacket
+from replayer.errors import BadRequest, NotAllowed, ReplayError, safe_message, shown
 from replayer.metrics import Metrics
-from replayer.protocol import parse_control, parse_subscribe
-from replayer.stream import ClientSink, Stream
+from replayer.protocol import SubscribeRequest, parse_control, parse_subscribe
+from replayer.sinks import ClientSink
+from replayer.stream import ClientStream
 
 __all__ = ["STATE", "ReplayServer", "make_app"]
 
@@ -44,18 +46,34 @@ def _ack_errors(handler: Callable[..., Awaitable[dict[str, Any]]]
                 raise BadRequest(f"expected one payload object, got {len(args)} arguments")
             async with self.client_lock(sid):
                 return await handler(self, sid, args[0] if args else None)
-        except ReplayError as exc:
+        except ReplayError as exc:  # built by us: client input escaped, log paths replaced
             self.metrics.errors[exc.code] += 1
-            return {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
+            return _error_ack(exc.code, str(exc))
         except TicktapeError as exc:  # a damaged log, found while opening it
             self.metrics.errors["log_error"] += 1
-            return {"ok": False, "error": {"code": "log_error", "message": str(exc)}}
+            return _error_ack("log_error", self.catalog.public(str(exc)))
         except Exception:
             logger.exception("handler %s failed", handler.__name__)
             self.metrics.errors["internal"] += 1
             return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
 
     return wrapper
+
+
+def _error_ack(code: str, message: str) -> dict[str, Any]:
+    """Messages may quote client input (escaped by `shown`) and name logs (paths replaced):
+    `safe_message` is the last guard, so the ack always encodes and stays small."""
+    return {"ok": False, "error": {"code": code, "message": safe_message(message)}}
+
+
+def token_matches(offered: object, token: str) -> bool:
+    """Constant-time comparison of bytes: compare_digest refuses non-ASCII str (a TypeError,
+    which was a 500 or a dropped connection instead of `unauthorized`)."""
+    if not isinstance(offered, str):
+        return False
+    # surrogatepass: a lone surrogate (JSON "\ud800") encodes too, and never matches.
+    return hmac.compare_digest(offered.encode("utf-8", "surrogatepass"),
+                               token.encode("utf-8", "surrogatepass"))
 
 
 def _refreshed_info(log: Log) -> LogInfo:
@@ -77,8 +95,12 @@ class ReplayServer:
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp", serializer=FastPacket, cors_allowed_origins=origins,
             logger=False, engineio_logger=False, max_http_buffer_size=64 * 1024)
-        self.streams: dict[str, Stream] = {}  # sid -> the stream it receives
-        self.channels: dict[tuple[Any, ...], Stream] = {}  # broadcast key -> shared stream
+        self.streams: dict[str, ClientStream] = {}  # sid -> its own stream
+        self.members: dict[str, Channel] = {}  # sid -> the broadcast it listens to
+        self.channels: dict[tuple[Any, ...], Channel] = {}  # broadcast key -> playing channel
+        # Finding or starting a channel spans awaits (its first read): two first subscribers
+        # of the same broadcast would otherwise start two channels.
+        self._channels_lock = asyncio.Lock()
         # python-socketio runs every event as its own task: without a per-client lock, two
         # quick seeks (or subscribes) could finish out of order and leave the stream at the
         # older one. asyncio.Lock wakes waiters in FIFO order, so events apply as they came.
@@ -103,7 +125,7 @@ class ReplayServer:
         offered = auth.get("token") if isinstance(auth, dict) else None
         if offered is None:
             offered = parse_qs(environ.get("QUERY_STRING", "")).get("token", [None])[0]
-        return isinstance(offered, str) and hmac.compare_digest(offered, self.config.token)
+        return token_matches(offered, self.config.token)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if not self._authorized(environ, auth):
@@ -119,26 +141,35 @@ class ReplayServer:
         self._locks.pop(sid, None)
 
     async def _drop(self, sid: str) -> None:
-        stream = self.streams.pop(sid, None)
+        """Whatever the client receives ends here: its own stream, or its membership."""
         self.metrics.queue_depth.pop(sid, None)
-        if stream is None:
-            return
-        if stream.broadcast:
-            stream.leave(sid)
-            if stream.members == 0:
-                self._forget_channel(stream)
-                await stream.close()
-        else:
+        stream = self.streams.pop(sid, None)
+        if stream is not None:
             await stream.close()
+        channel = self.members.pop(sid, None)
+        if channel is not None:
+            channel.leave(sid)
+            if channel.members == 0:
+                self._forget_channel(channel)
+                await channel.close()
 
-    def _forget_channel(self, stream: Stream) -> None:
-        for key, channel in list(self.channels.items()):
-            if channel is stream:
+    def _forget_channel(self, channel: Channel) -> None:
+        """Later subscribers start a new channel (called on its end, failure or emptiness)."""
+        for key, known in list(self.channels.items()):
+            if known is channel:
                 del self.channels[key]
+
+    def _detach(self, channel: Channel, sid: str) -> None:
+        """The channel dropped a slow consumer: the client holds no stream any more."""
+        if self.members.get(sid) is channel:
+            del self.members[sid]
 
     @_ack_errors
     async def on_subscribe(self, sid: str, payload: Any) -> dict[str, Any]:
         request = parse_subscribe(payload)
+        if request.broadcast and request.from_seq:
+            raise BadRequest("broadcast streams start where the shared clock is; "
+                             "from_seq applies to mode 'stream'")
         log = self.catalog.get(request.log)
         info = await asyncio.to_thread(_refreshed_info, log)
         if request.from_seq > info.events:
@@ -147,63 +178,75 @@ class ReplayServer:
         if request.symbols:
             unknown = set(request.symbols) - set(info.symbols)
             if unknown:
-                raise BadRequest(f"symbols not in log {log.name}: {', '.join(sorted(unknown))}")
+                raise BadRequest(f"symbols not in log {log.name}: "
+                                 f"{', '.join(shown(s) for s in sorted(unknown)[:5])}")
         await self._drop(sid)  # a new subscribe replaces the current stream
         sink = ClientSink(self.sio, sid, request.encoding)
         if request.broadcast:
-            if request.from_seq:
-                raise BadRequest("broadcast streams start where the shared clock is; "
-                                 "from_seq applies to mode 'stream'")
-            key = (log.name, request.speed, request.sma, request.symbols, request.loop)
-            channel = self.channels.get(key)
-            if channel is None or channel.state == "ended":
-                channel = Stream(log=log, request=request, config=self.config,
-                                 metrics=self.metrics, sinks=[], broadcast=True,
-                                 on_end=self._forget_channel)
-                self.channels[key] = channel
-                await channel.start()
+            channel = await self._channel(log, request)
             channel.join(sink)
-            self.streams[sid] = channel
+            self.members[sid] = channel
         else:
-            stream = Stream(log=log, request=request, config=self.config,
-                            metrics=self.metrics, sinks=[sink])
+            stream = ClientStream(log=log, request=request, config=self.config,
+                                  metrics=self.metrics, sink=sink)
+            await stream.start()  # LogError if the log cannot be read from from_seq
             self.streams[sid] = stream
-            await stream.start()
         return {"ok": True, "log": info.to_json() | {"path": None},
                 "mode": "broadcast" if request.broadcast else "stream"}
+
+    async def _channel(self, log: Log, request: SubscribeRequest) -> Channel:
+        """The playing channel for this broadcast, started if there is none. Registered only
+        once started: a channel that cannot start leaves nothing behind for later joiners
+        (each of them tries again, and gets the error too)."""
+        key = (log.name, request.speed, request.sma, request.symbols, request.loop)
+        async with self._channels_lock:
+            channel = self.channels.get(key)
+            if channel is not None and channel.state != "ended":
+                return channel
+            channel = Channel(log=log, request=request, config=self.config,
+                              metrics=self.metrics, on_detach=self._detach,
+                              on_finish=self._forget_channel)
+            await channel.start()
+            self.channels[key] = channel
+            return channel
 
     @_ack_errors
     async def on_control(self, sid: str, payload: Any) -> dict[str, Any]:
         request = parse_control(payload)
+        if sid in self.members:
+            raise NotAllowed("a broadcast plays on a shared clock; subscribe with mode "
+                             "'stream' to control your own")
         stream = self.streams.get(sid)
         if stream is None:
             raise NotAllowed("no stream: subscribe first")
-        if stream.broadcast:
-            raise NotAllowed("a broadcast plays on a shared clock; subscribe with mode "
-                             "'stream' to control your own")
-        await stream.control(request)
-        return {"ok": True, "state": stream.state, "seq": stream.position}
+        state, seq = await stream.control(request)
+        return {"ok": True, "state": state, "seq": seq}
 
     @_ack_errors
     async def on_unsubscribe(self, sid: str, payload: Any) -> dict[str, Any]:
         if payload not in (None, {}):
             raise BadRequest("unsubscribe takes an empty object")
-        had = sid in self.streams
+        had = sid in self.streams or sid in self.members
         await self._drop(sid)
         return {"ok": True, "unsubscribed": had}
 
-    async def on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+    async def on_unknown(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
         self.metrics.errors["bad_request"] += 1
-        message = "payload is not valid JSON" if event == MALFORMED_EVENT else (
-            f"unknown event {event!r}; events: subscribe, control, unsubscribe")
-        return {"ok": False, "error": {"code": "bad_request", "message": message}}
+        if event == MALFORMED_EVENT:
+            message = "payload is not valid JSON or not an event: expected [name, payload]"
+        else:
+            name = event.removeprefix(RESERVED_PREFIX) if isinstance(event, str) else event
+            message = f"unknown event {shown(name)}; events: subscribe, control, unsubscribe"
+        return _error_ack("bad_request", message)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def shutdown(self) -> None:
         """SIGTERM: every stream ends with a status, every client is disconnected."""
-        streams = {id(s): s for s in self.streams.values()}
-        await asyncio.gather(*(s.shutdown() for s in streams.values()), return_exceptions=True)
+        players: dict[int, ClientStream | Channel] = {id(s): s for s in self.streams.values()}
+        players |= {id(c): c for c in [*self.members.values(), *self.channels.values()]}
+        await asyncio.gather(*(p.shutdown() for p in players.values()), return_exceptions=True)
         self.streams.clear()
+        self.members.clear()
         self.channels.clear()
         for sid in list(self.sio.manager.get_participants("/", None)):
             with contextlib.suppress(Exception):
@@ -222,7 +265,7 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
     if token and request.path.startswith("/api/"):
         offered = request.query.get("token") or request.headers.get(
             "Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(offered or "", token):
+        if not token_matches(offered or "", token):
             server.metrics.errors["unauthorized"] += 1
             return _error(401, "unauthorized", "a valid token is required")
     response = await handler(request)
@@ -238,14 +281,10 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 
 async def _socketio_js(request: web.Request) -> web.StreamResponse:
-    """The pinned npm socket.io-client bundle: copied beside the page by ./dev, or found in
-    the checkout's node_modules. Never fetched from a CDN."""
-    for candidate in (STATIC / "vendor" / "socket.io.min.js",
-                      STATIC.parent.parent / "node_modules" / "socket.io-client" / "dist"
-                      / "socket.io.min.js"):
-        if candidate.is_file():
-            return web.FileResponse(candidate, headers={"Cache-Control": "max-age=86400"})
-    return _error(404, "not_found", "socket.io.min.js is missing: run ./dev (npm ci) once")
+    """The pinned socket.io-client bundle, shipped in the package (static/vendor/MANIFEST.json
+    names its version and hash). Never fetched from a CDN or a checkout's node_modules."""
+    return web.FileResponse(STATIC / "vendor" / "socket.io.min.js",
+                            headers={"Cache-Control": "max-age=86400"})
 
 
 async def _plotly_js(request: web.Request) -> web.StreamResponse:
@@ -266,9 +305,10 @@ async def _log(request: web.Request) -> web.Response:
         info = await asyncio.to_thread(server.catalog.info, request.match_info["name"])
     except ReplayError as exc:
         server.metrics.errors[exc.code] += 1
-        return _error(404, exc.code, str(exc))
+        return _error(404, exc.code, safe_message(str(exc)))
     except TicktapeError as exc:
-        return _error(409, "log_error", str(exc))
+        server.metrics.errors["log_error"] += 1
+        return _error(409, "log_error", safe_message(server.catalog.public(str(exc))))
     return web.json_response(info)
 
 

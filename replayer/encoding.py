@@ -16,13 +16,17 @@ import orjson
 import pyarrow as pa
 from socketio import packet as sio_packet
 
-__all__ = ["MALFORMED_EVENT", "FastPacket", "JsonColumns", "OrjsonShim", "arrow_ticks",
-           "json_ticks", "ticks_schema"]
+__all__ = ["MALFORMED_EVENT", "RESERVED_PREFIX", "FastPacket", "JsonColumns", "OrjsonShim", "arrow_ticks",
+           "json_ticks", "ticks_packet", "ticks_schema"]
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # An event name no client can send (it is not valid JSON input we would produce): the
 # decoded form of a packet whose payload is not JSON, so the packet still gets an ack.
 MALFORMED_EVENT = "\x00malformed"
+# Event names python-socketio would route to the server's own connect/disconnect handlers:
+# a client sending them gets an "unknown event" ack instead (prefixed, never routed).
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect"})
+RESERVED_PREFIX = "\x00reserved:"
 
 
 class OrjsonShim:
@@ -30,7 +34,12 @@ class OrjsonShim:
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj, option=_NUMPY).decode()
+        try:
+            return orjson.dumps(obj, option=_NUMPY).decode()
+        except TypeError:
+            # orjson refuses str holding lone surrogates; JSON can carry them escaped, and an
+            # acknowledgement must never fail to encode. (Ticks never take this path.)
+            return json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
 
     @staticmethod
     def loads(text: str | bytes, **_: Any) -> Any:
@@ -40,7 +49,7 @@ class OrjsonShim:
             pass
         try:
             return json.loads(text)  # NaN/Infinity, as stdlib-based clients send them
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than orjson's
             return [MALFORMED_EVENT]
 
 
@@ -48,6 +57,17 @@ class FastPacket(sio_packet.Packet):
     """Binary detection at the top level only; orjson for encoding and decoding."""
 
     json = OrjsonShim
+
+    def decode(self, encoded_packet: Any) -> int:
+        """Decode, then make any event packet routable to a handler that acknowledges it."""
+        attachments = int(super().decode(encoded_packet))
+        if self.packet_type in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
+            data: Any = vars(self).get("data")  # set by the untyped base class
+            if not isinstance(data, list) or not data or not isinstance(data[0], str):
+                self.data = [MALFORMED_EVENT]  # python-socketio would index data[0] and fail
+            elif data[0] in RESERVED_EVENTS:
+                self.data = [RESERVED_PREFIX + data[0], *data[1:]]
+        return attachments
 
     @classmethod
     def data_is_binary(cls, data: Any) -> bool:
@@ -88,7 +108,7 @@ class JsonColumns:
         return b"[" + b",".join(names[codes].tolist()) + b"]"
 
     def ticks(self, start: int, stop: int, sma: np.ndarray) -> orjson.Fragment:
-        """The contract's columnar `ticks` payload for rows [start, stop) (NaN SMA -> null)."""
+        """The columnar `ticks` payload (docs/protocol.md) for rows [start, stop) (NaN SMA -> null)."""
         dumps = orjson.dumps
         return orjson.Fragment(b"".join([
             b'{"log":', self.log,
@@ -103,7 +123,7 @@ class JsonColumns:
 
 
 def json_ticks(log: str, batch: pa.RecordBatch, sma: np.ndarray) -> orjson.Fragment:
-    """One batch as the contract's JSON payload (for callers without a prepared chunk)."""
+    """One batch as the `ticks` JSON payload (for callers without a prepared chunk)."""
     ts = batch.column(1).cast(pa.int64()).to_numpy()
     return JsonColumns(log, batch, ts).ticks(0, batch.num_rows, sma)
 
@@ -122,3 +142,21 @@ def arrow_ticks(schema: pa.Schema, batch: pa.RecordBatch, sma: np.ndarray) -> by
     with pa.ipc.new_stream(sink, schema) as writer:
         writer.write_batch(out)
     return bytes(sink.getvalue())
+
+
+def ticks_packet(log: str, schema: pa.Schema, batch: pa.RecordBatch, sma: np.ndarray,
+                 encoding: str, prepared: tuple[JsonColumns, int, int] | None = None
+                 ) -> str | list[Any]:
+    """A whole Socket.IO `ticks` packet, encoded once and sent as-is to every receiver.
+    `prepared`: the chunk's JSON columns and the rows [start, stop) of it `batch` holds."""
+    payload: Any
+    if encoding == "arrow":
+        payload = arrow_ticks(schema, batch, sma)
+    elif prepared is not None:
+        columns, start, stop = prepared
+        payload = columns.ticks(start, stop, sma)
+    else:
+        payload = json_ticks(log, batch, sma)
+    encoded: str | list[Any] = FastPacket(sio_packet.EVENT, data=["ticks", payload],
+                                          namespace="/").encode()
+    return encoded

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from recorder.config import parse_instant
 from recorder.errors import ConfigError
-from replayer.errors import BadRequest
+from replayer.errors import BadRequest, shown
 from replayer.pacing import MAX_SPEED, MIN_SPEED
 
 __all__ = ["ControlRequest", "SubscribeRequest", "parse_control", "parse_speed",
@@ -33,16 +33,22 @@ def _object(payload: Any, fields: set[str], what: str) -> dict[str, Any]:
         raise BadRequest(f"{what} payload must be an object, got {type(payload).__name__}")
     extra = set(payload) - fields
     if extra:
-        raise BadRequest(f"{what}: unknown field(s) {', '.join(sorted(map(str, extra)))}; "
+        raise BadRequest(f"{what}: unknown field(s) {_fields(extra)}; "
                          f"known: {', '.join(sorted(fields))}")
     return payload
 
 
+def _fields(names: set[str]) -> str:
+    """Unknown field names as a message may show them: escaped, a few at most."""
+    listed = sorted(shown(n) for n in names)
+    return ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+
+
 def _int(value: Any, name: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{name} must be an integer, got {value!r}")
+        raise BadRequest(f"{name} must be an integer, got {shown(value)}")
     if value < minimum:
-        raise BadRequest(f"{name} must be >= {minimum}, got {value}")
+        raise BadRequest(f"{name} must be >= {minimum}, got {shown(value)}")
     return value
 
 
@@ -51,11 +57,11 @@ def parse_speed(value: Any) -> float | None:
     if value == "max":
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"speed must be a number or \"max\", got {value!r}")
+        raise BadRequest(f"speed must be a number or \"max\", got {shown(value)}")
     speed = float(value)
     if not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:
         raise BadRequest(f"speed must be within [{MIN_SPEED}, {MAX_SPEED:g}] or \"max\", "
-                         f"got {value!r}")
+                         f"got {shown(value)}")
     return speed
 
 
@@ -77,7 +83,7 @@ def parse_subscribe(payload: Any) -> SubscribeRequest:
         raise BadRequest("subscribe: field 'log' is required")
     log = data["log"]
     if not isinstance(log, str):
-        raise BadRequest(f"log must be a string, got {log!r}")
+        raise BadRequest(f"log must be a string, got {shown(log)}")
     symbols = data.get("symbols")
     if symbols is not None:
         if not isinstance(symbols, list) or not symbols or not all(
@@ -86,16 +92,16 @@ def parse_subscribe(payload: Any) -> SubscribeRequest:
         symbols = tuple(symbols)
     encoding = data.get("encoding", "json")
     if encoding not in ("json", "arrow"):
-        raise BadRequest(f"encoding must be \"json\" or \"arrow\", got {encoding!r}")
+        raise BadRequest(f"encoding must be \"json\" or \"arrow\", got {shown(encoding)}")
     sma = _int(data.get("sma", 5), "sma", 1)
     if sma > MAX_SMA:
-        raise BadRequest(f"sma must be <= {MAX_SMA}, got {sma}")
+        raise BadRequest(f"sma must be <= {MAX_SMA}, got {shown(sma)}")
     loop = data.get("loop", False)
     if not isinstance(loop, bool):
-        raise BadRequest(f"loop must be true or false, got {loop!r}")
+        raise BadRequest(f"loop must be true or false, got {shown(loop)}")
     mode = data.get("mode", "stream")
     if mode not in ("stream", "broadcast"):
-        raise BadRequest(f"mode must be \"stream\" or \"broadcast\", got {mode!r}")
+        raise BadRequest(f"mode must be \"stream\" or \"broadcast\", got {shown(mode)}")
     return SubscribeRequest(log=log, speed=parse_speed(data.get("speed", 1)),
                             from_seq=_int(data.get("from_seq", 0), "from_seq"),
                             symbols=symbols, sma=sma, encoding=encoding, loop=loop,
@@ -114,22 +120,24 @@ def parse_control(payload: Any) -> ControlRequest:
     data = _object(payload, CONTROL_FIELDS, "control")
     action = data.get("action")
     if action not in ("pause", "resume", "seek", "speed"):
-        raise BadRequest(f"action must be pause, resume, seek or speed, got {action!r}")
+        raise BadRequest(f"action must be pause, resume, seek or speed, got {shown(action)}")
     allowed = {"pause": set(), "resume": set(), "seek": {"seq", "ts"}, "speed": {"speed"}}
     extra = set(data) - {"action"} - allowed[action]
     if extra:
-        raise BadRequest(f"control {action}: unexpected field(s) {', '.join(sorted(extra))}")
+        raise BadRequest(f"control {action}: unexpected field(s) {_fields(extra)}")
     if action == "seek":
         if ("seq" in data) == ("ts" in data):
             raise BadRequest("seek needs exactly one of 'seq' or 'ts'")
         if "seq" in data:
             return ControlRequest("seek", seq=_int(data["seq"], "seq"))
         if not isinstance(data["ts"], str):
-            raise BadRequest(f"ts must be an ISO 8601 string, got {data['ts']!r}")
+            raise BadRequest(f"ts must be an ISO 8601 string, got {shown(data['ts'])}")
         try:
             return ControlRequest("seek", ts_ns=parse_instant(data["ts"]))
-        except ConfigError as exc:
-            raise BadRequest(str(exc)) from exc
+        except (ConfigError, ValueError, OverflowError) as exc:
+            # parse_instant's own message quotes the input unescaped: ours escapes it.
+            raise BadRequest(f"ts must be an ISO 8601 instant, e.g. 2024-01-01T00:00:00Z; "
+                             f"got {shown(data['ts'])}") from exc
     if action == "speed":
         if "speed" not in data:
             raise BadRequest("control speed: field 'speed' is required")

@@ -1,50 +1,45 @@
-"""A replay: read a log incrementally, pace it on an anchored clock, emit `ticks` batches.
+"""A replay: the pacing core shared by every replay, and a client's own stream.
 
-One `Stream` serves one subscription, or (broadcast) every client that joins one shared
-clock. Reading and SMA run in a worker thread a chunk at a time, so memory does not depend
-on the log's size and the event loop never blocks on Parquet decoding.
+`Player` reads the log through a `Cursor` (a chunk at a time, in a worker thread, so memory
+does not depend on the log's size and the event loop never blocks on Parquet decoding),
+paces it on an anchored `ReplayClock`, and hands each batch to its subclass: `ClientStream`
+(one client, its own clock and controls) or `broadcast.Channel` (many clients, one clock).
 
-Flow control: clients never acknowledge `ticks` (contract §3), so the server watches what
+Flow control: clients never acknowledge `ticks` (docs/protocol.md), so the server watches what
 is still queued for the client's transport (Engine.IO's per-client packet queue, which
-only drains as the socket accepts bytes). A stream emits only while fewer than `window`
-batches are queued: at "max" a slow client slows only its own stream; at a fixed speed it
-falls behind, which `status` (`lag_ms`) and /metrics show, instead of growing server memory.
-A broadcast never waits for one client: one that holds 4 windows of batches is dropped from the
-broadcast with a `status` saying so, and can resubscribe with `from_seq` on its own clock.
+only drains as the socket accepts bytes). A client stream emits only while fewer than
+`window` batches are queued: at "max" a slow client slows only its own stream; at a fixed
+speed it falls behind, which `status` (`lag_ms`) and /metrics show, instead of growing
+server memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from socketio import packet as sio_packet
 
-from analysis.streaming import IndicatorSpec, StreamingIndicators, symbol_codes
+from recorder.errors import TicktapeError
 from recorder.log import Log
 from replayer.config import ServerConfig
-from replayer.encoding import FastPacket, JsonColumns, arrow_ticks, json_ticks, ticks_schema
-from replayer.errors import BadRequest
+from replayer.cursor import Chunk, Cursor
+from replayer.encoding import ticks_packet, ticks_schema
+from replayer.errors import BadRequest, LogError, scrub_paths
 from replayer.metrics import Metrics
 from replayer.pacing import ReplayClock
 from replayer.protocol import ControlRequest, SubscribeRequest
+from replayer.sinks import Sink
 
-__all__ = ["ClientSink", "Sink", "Stream"]
+__all__ = ["ClientStream", "Player"]
 
 logger = logging.getLogger(__name__)
 EARLY = 0.0002  # emit when within 0.2 ms of due: asyncio wakes ~0.1-1 ms late anyway
 BATCH_HORIZON = 0.001  # ticks due within the next millisecond leave in the same batch
 LAG_REPORT = 1.0  # seconds behind schedule before status reports lag
-BROADCAST_SLACK = 4  # a broadcast drops a client only past this many windows queued
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -52,131 +47,31 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-class Sink(Protocol):
-    sid: str
-    encoding: str
-
-    def depth(self) -> int: ...
-
-    async def send(self, encoded: str | list[Any]) -> int: ...
-
-    async def emit(self, event: str, data: Any) -> None: ...
+def _forget(future: asyncio.Future[Any]) -> None:
+    """Drop a prefetch nobody will await; retrieve its outcome so asyncio does not log it."""
+    future.cancel()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
-class ClientSink:
-    """One Socket.IO client, addressed through Engine.IO so pre-encoded packets go out as-is."""
+class Player:
+    """The pacing core: cursor, clock, the loop that emits batches when they are due."""
 
-    def __init__(self, sio: Any, sid: str, encoding: str) -> None:
-        self.sio, self.sid, self.encoding = sio, sid, encoding
-        self.eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-
-    def depth(self) -> int:
-        socket = self.sio.eio.sockets.get(self.eio_sid)
-        # Packets the transport has not yet taken; engineio keeps no byte count of its own.
-        return socket.queue.qsize() if socket is not None else 0
-
-    async def send(self, encoded: str | list[Any]) -> int:
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        for part in parts:
-            await self.sio.eio.send(self.eio_sid, part)
-        return sum(len(p) for p in parts)
-
-    async def emit(self, event: str, data: Any) -> None:
-        await self.sio.emit(event, data, to=self.sid)
-
-
-@dataclass
-class _Chunk:
-    batch: pa.RecordBatch
-    ts: np.ndarray
-    sma: np.ndarray
-    json: JsonColumns | None = None  # prepared only for JSON subscribers
-
-    def __len__(self) -> int:
-        return self.batch.num_rows
-
-
-class _Cursor:
-    """Reads the log from a seq on, filtered by symbol, with the live SMA (worker thread)."""
-
-    def __init__(self, log: Log, start: int, symbols: tuple[str, ...] | None, sma: int,
-                 read_rows: int, prepare_json: bool) -> None:
-        self.log, self.symbols, self.sma, self.read_rows = log, symbols, sma, read_rows
-        self.prepare_json = prepare_json
-        self._wanted = pa.array(symbols) if symbols else None
-        self.engine = StreamingIndicators(IndicatorSpec(sma=(sma,)))
-        self.next_seq = start
-        self._warm_up(start)
-        self._it = log.iter_batches(start, read_rows)
-
-    def _filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        if self._wanted is None:
-            return batch
-        return batch.filter(pc.is_in(batch.column(2), value_set=self._wanted))
-
-    def _warm_up(self, start: int) -> None:
-        """Feed the SMA the prices just before `start`, so values equal a full replay's."""
-        if start == 0 or self.sma <= 1:
-            return
-        symbols = set(self.symbols or self.log.info().symbols)
-        span = (self.sma - 1) * 4 * max(1, len(symbols))
-        while True:
-            lo = max(0, start - span)
-            rows = [self._filter(b) for b in itertools.takewhile(
-                lambda b: b.column(0)[0].as_py() < start,
-                self.log.iter_batches(lo, self.read_rows))]  # stop at start, not the log's end
-            table = pa.Table.from_batches(rows, schema=rows[0].schema if rows else None) \
-                if rows else None
-            if table is not None:
-                table = table.filter(pc.less(table.column(0), start))
-            counts = {} if table is None else dict(zip(
-                *np.unique(table.column(2).to_numpy(zero_copy_only=False), return_counts=True),
-                strict=False))
-            if lo == 0 or all(counts.get(s, 0) >= self.sma - 1 for s in symbols):
-                break
-            span *= 4
-        if table is not None and table.num_rows:
-            table = table.combine_chunks()
-            self.engine.update(table.column(2).chunk(0), table.column(1).cast(pa.int64())
-                               .to_numpy(), table.column(3).to_numpy())
-
-    def reopen(self) -> None:
-        """Continue from where reading stopped, over a refreshed log (follow mode)."""
-        self._it = self.log.iter_batches(self.next_seq, self.read_rows)
-
-    def read(self) -> _Chunk | None:
-        for batch in self._it:
-            self.next_seq = int(batch.column(0)[-1].as_py()) + 1
-            batch = self._filter(batch)
-            if batch.num_rows == 0:
-                continue
-            ts = batch.column(1).cast(pa.int64()).to_numpy()
-            codes = symbol_codes(batch.column(2))  # once, for the SMA and the JSON encoder
-            sma = self.engine.update(batch.column(2), ts, batch.column(3).to_numpy(), codes=codes)
-            prepared = JsonColumns(self.log.name, batch, ts, codes) if self.prepare_json else None
-            return _Chunk(batch, ts, sma[f"sma_{self.sma}"], prepared)
-        return None
-
-
-class Stream:
-    """A paced replay of one log to one client, or to a broadcast's clients."""
+    broadcast: ClassVar[bool] = False  # reported in `status`
 
     def __init__(self, *, log: Log, request: SubscribeRequest, config: ServerConfig,
-                 metrics: Metrics, sinks: list[Sink], broadcast: bool = False,
-                 on_end: Callable[[Stream], None] | None = None) -> None:
+                 metrics: Metrics, max_batch: int, prepare_json: bool) -> None:
         self.log, self.name, self.request = log, log.name, request
         self.config, self.metrics = config, metrics
-        self.sinks = sinks
-        self.broadcast = broadcast
-        self.on_end = on_end
+        self.max_batch, self.prepare_json = max_batch, prepare_json
         self.clock = ReplayClock(speed=request.speed)
         self.state = "playing"
-        self.paused = False
         self.position = request.from_seq  # next seq to send
-        self._anchored = False
-        self._cursor: _Cursor | None = None
-        self._chunk: _Chunk | None = None
+        self.failed: str | None = None  # why the stream stopped on an error, for clients
+        self._cursor: Cursor | None = None
+        self._chunk: Chunk | None = None
         self._pos = 0
+        # Bumped by every seek: work begun for an older position (a read, a send) sees the
+        # change when it resumes and discards its result instead of moving the stream back.
         self._epoch = 0
         # Wake-ups use one future plus a loop timer: asyncio.wait_for would create a task per
         # wait, which at 1,000 paced streams costs more than the sends themselves.
@@ -184,29 +79,67 @@ class Stream:
         self._woken = False
         self._closed = False
         self._lagging = False
-        self._joiners: list[Sink] = []
-        self._recent: deque[tuple[pa.RecordBatch, np.ndarray]] = deque()
-        self._recent_rows = 0
+        # A control's `status` is sent by the loop, after the control's ack has left: the ack's
+        # seq is then exactly where the next batch starts (the dashboard relies on that).
+        self._status_due = False
         self._schema = ticks_schema(self.name)
-        self.max_batch = config.max_batch_arrow if (
-            request.encoding == "arrow" and not broadcast) else config.max_batch
         self._task: asyncio.Task[None] | None = None
         # The next chunk is read (Parquet decode + SMA, in a worker thread) while the current
         # one is sent. Held with the cursor it reads from, so a seek simply ignores it.
-        self._prefetch: tuple[_Cursor, asyncio.Future[_Chunk | None]] | None = None
+        self._prefetch: tuple[Cursor, asyncio.Future[Chunk | None]] | None = None
+
+    # -- hooks for the two kinds of replay -------------------------------------------------
+    def audience(self) -> list[Sink]:
+        """Who hears `status` and `end`."""
+        raise NotImplementedError
+
+    async def _deliver(self, chunk: Chunk, start: int, stop: int) -> None:
+        """Send rows [start, stop) of `chunk` to whoever receives them."""
+        raise NotImplementedError
+
+    async def _before_step(self) -> None:
+        """Runs before each step of the loop (a broadcast admits late joiners here)."""
+
+    async def _ready(self, epoch: int) -> bool:
+        """May a batch leave now? False: something changed while waiting; look again."""
+        return True
+
+    def _finished(self) -> None:
+        """The replay reached the end of the log, or stopped on an error."""
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def start(self) -> None:
-        """Open the cursor (may read for SMA warm-up) and start the pacing task."""
-        self._cursor = await asyncio.to_thread(self._new_cursor, self.position)
-        # The task reference is held so it is not garbage-collected mid-replay.
-        self._task = asyncio.create_task(self._run(), name=f"stream-{self.name}")
-        self.metrics.streams += 1
+    def public(self, text: str) -> str:
+        """A message about this log for clients: the log's name, never its server path."""
+        return scrub_paths(text, [(self.log.path, self.name)])
 
-    def _new_cursor(self, start: int) -> _Cursor:
-        return _Cursor(self.log, start, self.request.symbols, self.request.sma,
-                       self._read_rows(), prepare_json=self.broadcast
-                       or self.request.encoding == "json")
+    async def _open(self, seq: int) -> tuple[Cursor, Chunk | None]:
+        """A cursor at `seq` and its first chunk. Reading that chunk here, not in the loop,
+        makes a log unreadable where the request needs it an error acknowledgement."""
+        try:
+            cursor = await asyncio.to_thread(self._new_cursor, seq)
+            return cursor, await asyncio.to_thread(cursor.read)
+        except TicktapeError as exc:
+            raise LogError(self.public(str(exc))) from exc
+
+    async def start(self) -> None:
+        """Open the cursor and read the first chunk (LogError if it cannot), then play."""
+        self._cursor, self._chunk = await self._open(self.position)
+        # The task reference is held so it is not garbage-collected mid-replay.
+        self._task = asyncio.create_task(self._run(), name=f"replay-{self.name}")
+        self.metrics.streams += 1
+        # A done callback, not a `finally`: a task cancelled before its first step never
+        # enters its coroutine, and the gauge must still come down.
+        self._task.add_done_callback(self._released)
+
+    def _released(self, _task: asyncio.Task[None]) -> None:
+        if self._prefetch is not None:
+            _forget(self._prefetch[1])
+            self._prefetch = None
+        self.metrics.streams -= 1
+
+    def _new_cursor(self, start: int) -> Cursor:
+        return Cursor(self.log, start, self.request.symbols, self.request.sma,
+                      self._read_rows(), prepare_json=self.prepare_json)
 
     def _read_rows(self) -> int:
         """Rows per read: about two seconds of events at this speed (all of a chunk at max).
@@ -220,18 +153,14 @@ class Stream:
         return max(512, min(self.config.read_rows, wanted))
 
     async def close(self) -> None:
-        if self._closed:
-            return
+        """Stop playing (idempotent). The loop's own `finally` releases what it holds."""
         self._closed = True
         self._wake()
-        if self._prefetch is not None:
-            self._prefetch[1].cancel()
-            self._prefetch = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self.metrics.streams -= 1
+        task = self._task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def shutdown(self) -> None:
         """Server stopping: tell every client, then stop."""
@@ -240,75 +169,17 @@ class Stream:
             await self._status(reason="shutdown")
         await self.close()
 
-    # -- broadcast membership --------------------------------------------------------------
-    def join(self, sink: Sink) -> None:
-        self._joiners.append(sink)
-        self._wake()
-
-    def leave(self, sid: str) -> None:
-        self.sinks = [s for s in self.sinks if s.sid != sid]
-        self._joiners = [s for s in self._joiners if s.sid != sid]
-        self.metrics.queue_depth.pop(sid, None)
-
-    @property
-    def members(self) -> int:
-        return len(self.sinks) + len(self._joiners)
-
-    async def _admit_joiners(self) -> None:
-        """Late joiners get the recent window at once, then the live batches (no gap)."""
-        joiners, self._joiners = self._joiners, []
-        for sink in joiners:
-            if self._recent:
-                batch = pa.Table.from_batches([b for b, _ in self._recent]).combine_chunks() \
-                    .to_batches()[0]
-                sma = np.concatenate([s for _, s in self._recent])
-                await sink.send(self._encode(batch, sma, sink.encoding))
-            await self._status(sinks=[sink])
-            self.sinks.append(sink)
-
-    # -- control ---------------------------------------------------------------------------
-    async def control(self, req: ControlRequest) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if req.action == "pause":
-            if not self.paused:
-                self.paused = True
-                self.clock.pause(now)
-                self.state = "paused" if self.state != "ended" else "ended"
-        elif req.action == "resume":
-            if self.paused:
-                self.paused = False
-                if self._anchored:
-                    self.clock.resume(now)
-                else:
-                    self.clock.paused_at_ts = None
-                if self.state == "paused":
-                    self.state = "playing"
-        elif req.action == "speed":
-            self.clock.set_speed(req.speed, now)
-        elif req.action == "seek":
-            seq = req.seq
-            if seq is None:
-                assert req.ts_ns is not None
-                seq = await asyncio.to_thread(self.log.seq_at_ts, req.ts_ns)
-            if seq > self.log.events:
-                raise BadRequest(f"seek seq {seq} is beyond the log's end ({self.log.events} "
-                                 "events)")
-            await self._seek(seq)
-        self._wake()
-        await self._status()
-
     async def _seek(self, seq: int) -> None:
+        """Move to `seq` at once, or (LogError) not at all: the stream stays where it was."""
+        cursor, first = await self._open(seq)
         self._epoch += 1
-        self._cursor = await asyncio.to_thread(self._new_cursor, seq)
-        self._chunk, self._pos = None, 0
+        if self._prefetch is not None:
+            _forget(self._prefetch[1])
+            self._prefetch = None
+        self._cursor, self._chunk, self._pos = cursor, first, 0
         self.position = seq
-        self._anchored = False
-        if self.paused:
-            self.clock.paused_at_ts = None
-            self.state = "paused"
-        else:
-            self.state = "playing"
+        self.clock.release()
+        self.state = "paused" if self.clock.paused else "playing"
 
     # -- the pacing loop -------------------------------------------------------------------
     def _wake(self) -> None:
@@ -333,69 +204,77 @@ class Stream:
             self._woken = False
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            if not self.broadcast:
-                await self._status()
-            while not self._closed:
-                if self._joiners:
-                    await self._admit_joiners()
-                if self.paused or self.state == "ended":
-                    await self._wait(None)
-                    continue
-                chunk = self._chunk
-                if chunk is None or self._pos >= len(chunk):
-                    if not await self._next_chunk():
-                        continue
-                    chunk = self._chunk
-                    assert chunk is not None
-                now = loop.time()
-                first_ts = int(chunk.ts[self._pos])
-                if not self._anchored:
-                    self.clock.anchor(now, first_ts)
-                    self._anchored = True
-                if self.clock.speed is None:
-                    stop = min(len(chunk), self._pos + self.max_batch)
-                else:
-                    due = self.clock.due(first_ts)
-                    if due > now + EARLY:
-                        await self._wait(due - now)
-                        continue
-                    horizon = self.clock.now_ts(now + BATCH_HORIZON)
-                    stop = int(np.searchsorted(chunk.ts, horizon, side="right"))
-                    stop = min(max(stop, self._pos + 1), self._pos + self.max_batch)
-                epoch = self._epoch
-                if not self.broadcast and not await self._backpressure(epoch):
-                    continue
-                if epoch != self._epoch or self.paused:
-                    continue
-                await self._emit(chunk, self._pos, stop)
-                self._pos = stop
-                # Let the transports' writer tasks run: queued packets leave only then.
-                await asyncio.sleep(0)
+            await self._loop()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken log must not take the server down
-            logger.exception("stream of %s failed", self.name)
+            logger.exception("replay of %s failed", self.name)
+            self.failed = self.public(str(exc)) if isinstance(exc, TicktapeError) \
+                else "internal error"
             self.state = "ended"
             with contextlib.suppress(Exception):
-                await self._status(reason=f"error: {exc}")
+                await self._status(reason=f"error: {self.failed}")
+            self._finished()
 
-    async def _read_chunk(self) -> _Chunk | None:
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            if self._status_due:
+                self._status_due = False
+                await self._status()
+            await self._before_step()
+            if self.clock.paused or self.state == "ended":
+                await self._wait(None)
+                continue
+            chunk = self._chunk
+            if chunk is None or self._pos >= len(chunk):
+                if not await self._next_chunk():
+                    continue
+                chunk = self._chunk
+                assert chunk is not None
+            now = loop.time()
+            first_ts = int(chunk.ts[self._pos])
+            if not self.clock.anchored:
+                self.clock.anchor(now, first_ts)  # after a start, seek or speed change
+            if self.clock.speed is None:
+                stop = min(len(chunk), self._pos + self.max_batch)
+            else:
+                due = self.clock.due(first_ts)
+                if due > now + EARLY:
+                    await self._wait(due - now)
+                    continue
+                horizon = self.clock.now_ts(now + BATCH_HORIZON)
+                assert horizon is not None  # anchored just above
+                stop = int(np.searchsorted(chunk.ts, horizon, side="right"))
+                stop = min(max(stop, self._pos + 1), self._pos + self.max_batch)
+            epoch = self._epoch
+            if not await self._ready(epoch):
+                continue
+            if epoch != self._epoch or self.clock.paused or self._closed:
+                continue
+            await self._emit(chunk, self._pos, stop)
+            if epoch == self._epoch:  # a seek during the send has placed the stream anew
+                self._pos = stop
+            # Let the transports' writer tasks run: queued packets leave only then.
+            await asyncio.sleep(0)
+
+    async def _read_chunk(self) -> Chunk | None:
         cursor = self._cursor
         assert cursor is not None
         pending, self._prefetch = self._prefetch, None
         if pending is not None and pending[0] is cursor:
             chunk = await pending[1]
         else:
+            if pending is not None:
+                _forget(pending[1])
             chunk = await asyncio.to_thread(cursor.read)
-        if chunk is not None and cursor is self._cursor:
+        if chunk is not None and cursor is self._cursor and not self._closed:
             self._prefetch = (cursor, asyncio.ensure_future(asyncio.to_thread(cursor.read)))
         return chunk
 
     async def _next_chunk(self) -> bool:
         """Load the next chunk; at the end follow a live log, loop, or end."""
-        assert self._cursor is not None
         epoch = self._epoch
         chunk = await self._read_chunk()
         if epoch != self._epoch:
@@ -409,6 +288,8 @@ class Stream:
         if epoch != self._epoch:
             return False
         chunk = await self._read_chunk()
+        if epoch != self._epoch:
+            return False
         if chunk is not None:
             self._chunk, self._pos = chunk, 0
             return True
@@ -420,20 +301,75 @@ class Stream:
             return False
         self.state = "ended"
         await self._status()
-        for sink in self.sinks:
+        for sink in self.audience():
             with contextlib.suppress(Exception):
                 await sink.emit("end", {"log": self.name, "last_seq": self.log.events - 1})
-        if self.on_end is not None:
-            self.on_end(self)
+        self._finished()
         return False
 
     def _refresh(self) -> None:
         assert self._cursor is not None
-        self.log.refresh()
+        # Every follower of a log shares its Log: within half a poll interval, one refresh
+        # (which parses only what the journal gained) serves them all.
+        self.log.refresh(max_age=self.config.follow_poll / 2)
         self._cursor.reopen()
 
-    async def _backpressure(self, epoch: int) -> bool:
-        sink = self.sinks[0]
+    def _encode(self, batch: pa.RecordBatch, sma: np.ndarray, encoding: str) -> str | list[Any]:
+        return ticks_packet(self.name, self._schema, batch, sma, encoding)
+
+    def _encoded(self, chunk: Chunk, start: int, stop: int, encoding: str) -> str | list[Any]:
+        prepared = None if chunk.json is None else (chunk.json, start, stop)
+        return ticks_packet(self.name, self._schema, chunk.batch.slice(start, stop - start),
+                            chunk.sma[start:stop], encoding, prepared)
+
+    async def _emit(self, chunk: Chunk, start: int, stop: int) -> None:
+        epoch = self._epoch
+        await self._deliver(chunk, start, stop)
+        if epoch != self._epoch:
+            return  # a seek moved the stream while this batch was sent
+        self.position = int(chunk.batch.column(0)[stop - 1].as_py()) + 1
+        lateness = self.clock.lateness(int(chunk.ts[start]),
+                                       asyncio.get_running_loop().time())
+        self.metrics.observe_lateness(lateness)
+        lagging = lateness > LAG_REPORT
+        if lagging != self._lagging:
+            self._lagging = lagging
+            await self._status(lag_ms=round(lateness * 1e3, 1))
+
+    def _status_payload(self, state: str | None = None, **extra: Any) -> dict[str, Any]:
+        clock = self.clock.now_ts(asyncio.get_running_loop().time())
+        return {"log": self.name, "state": state or self.state, "seq": self.position,
+                "speed": "max" if self.clock.speed is None else self.clock.speed,
+                "clock": clock, "broadcast": self.broadcast, **extra}
+
+    async def _status(self, sinks: list[Sink] | None = None, **extra: Any) -> None:
+        payload = self._status_payload(**extra)
+        for sink in sinks if sinks is not None else self.audience():
+            with contextlib.suppress(Exception):
+                await sink.emit("status", payload)
+
+
+class ClientStream(Player):
+    """One client's own replay: its own clock, its controls, and flow control."""
+
+    def __init__(self, *, log: Log, request: SubscribeRequest, config: ServerConfig,
+                 metrics: Metrics, sink: Sink) -> None:
+        arrow = request.encoding == "arrow"
+        super().__init__(log=log, request=request, config=config, metrics=metrics,
+                         max_batch=config.max_batch_arrow if arrow else config.max_batch,
+                         prepare_json=not arrow)
+        self.sink = sink
+
+    def audience(self) -> list[Sink]:
+        return [self.sink]
+
+    async def _loop(self) -> None:
+        await self._status()  # "playing" (or "ended" at once, at the end of the log)
+        await super()._loop()
+
+    async def _ready(self, epoch: int) -> bool:
+        """Wait while the client's transport holds `window` batches or more."""
+        sink = self.sink
         waited = False
         while True:
             depth = sink.depth()
@@ -444,69 +380,43 @@ class Stream:
                 self.metrics.backpressure_waits += 1
                 waited = True
             await asyncio.sleep(0.002)
-            if self._closed or epoch != self._epoch or self.paused:
+            if self._closed or epoch != self._epoch or self.clock.paused:
                 return False
 
-    def _encode(self, batch: pa.RecordBatch, sma: np.ndarray, encoding: str,
-                prepared: tuple[JsonColumns, int, int] | None = None) -> str | list[Any]:
-        payload: Any
-        if encoding == "arrow":
-            payload = arrow_ticks(self._schema, batch, sma)
-        elif prepared is not None:
-            columns, start, stop = prepared
-            payload = columns.ticks(start, stop, sma)
-        else:
-            payload = json_ticks(self.name, batch, sma)
-        encoded: str | list[Any] = FastPacket(sio_packet.EVENT, data=["ticks", payload],
-                                              namespace="/").encode()
-        return encoded
+    async def _deliver(self, chunk: Chunk, start: int, stop: int) -> None:
+        size = await self.sink.send(self._encoded(chunk, start, stop, self.sink.encoding))
+        self.metrics.sent(stop - start, size)
 
-    async def _emit(self, chunk: _Chunk, start: int, stop: int) -> None:
-        loop = asyncio.get_running_loop()
-        batch = chunk.batch.slice(start, stop - start)
-        sma = chunk.sma[start:stop]
-        encoded: dict[str, str | list[Any]] = {}
-        dropped: list[Sink] = []
-        for sink in list(self.sinks):
-            if self.broadcast:
-                depth = sink.depth()
-                self.metrics.queue_depth[sink.sid] = depth
-                if depth >= BROADCAST_SLACK * self.config.window:
-                    dropped.append(sink)
-                    continue
-            if sink.encoding not in encoded:
-                prepared = None if chunk.json is None else (chunk.json, start, stop)
-                encoded[sink.encoding] = self._encode(batch, sma, sink.encoding, prepared)
-            size = await sink.send(encoded[sink.encoding])
-            self.metrics.sent(stop - start, size)
-        for sink in dropped:
-            self.leave(sink.sid)
-            self.metrics.slow_consumers_dropped += 1
-            with contextlib.suppress(Exception):
-                await sink.emit("status", self._status_payload(state="ended",
-                                                               reason="slow_consumer"))
-        self.position = int(batch.column(0)[-1].as_py()) + 1
-        lateness = self.clock.lateness(int(chunk.ts[start]), loop.time())
-        self.metrics.observe_lateness(lateness)
-        lagging = lateness > LAG_REPORT
-        if lagging != self._lagging:
-            self._lagging = lagging
-            await self._status(lag_ms=round(lateness * 1e3, 1))
-        if self.broadcast:
-            self._recent.append((batch, sma))
-            self._recent_rows += batch.num_rows
-            while self._recent_rows - len(self._recent[0][0]) >= self.config.recent_ticks:
-                self._recent_rows -= len(self._recent.popleft()[0])
-
-    def _status_payload(self, state: str | None = None, **extra: Any) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        clock = self.clock.now_ts(loop.time()) if self._anchored else None
-        return {"log": self.name, "state": state or self.state, "seq": self.position,
-                "speed": "max" if self.clock.speed is None else self.clock.speed,
-                "clock": clock, "broadcast": self.broadcast, **extra}
-
-    async def _status(self, sinks: list[Sink] | None = None, **extra: Any) -> None:
-        payload = self._status_payload(**extra)
-        for sink in sinks if sinks is not None else self.sinks:
-            with contextlib.suppress(Exception):
-                await sink.emit("status", payload)
+    async def control(self, req: ControlRequest) -> tuple[str, int]:
+        """pause / resume / speed / seek; returns the state and the next seq to send, for the
+        ack (nothing is sent between here and the ack: the next batch starts at that seq).
+        LogError once the stream stopped on an error: its loop is gone, and a success here
+        would never deliver."""
+        if self.failed is not None:
+            raise LogError(f"the stream stopped on an error; subscribe again: {self.failed}")
+        now = asyncio.get_running_loop().time()
+        if req.action == "pause":
+            self.clock.pause(now)
+            if self.state == "playing":
+                self.state = "paused"
+        elif req.action == "resume":
+            self.clock.resume(now)
+            if self.state == "paused":
+                self.state = "playing"
+        elif req.action == "speed":
+            self.clock.set_speed(req.speed)
+        elif req.action == "seek":
+            seq = req.seq
+            if seq is None:
+                assert req.ts_ns is not None
+                try:
+                    seq = await asyncio.to_thread(self.log.seq_at_ts, req.ts_ns)
+                except TicktapeError as exc:
+                    raise LogError(self.public(str(exc))) from exc
+            if seq > self.log.events:
+                raise BadRequest(f"seek seq {seq} is beyond the log's end ({self.log.events} "
+                                 "events)")
+            await self._seek(seq)
+        self._status_due = True
+        self._wake()
+        return self.state, self.position

@@ -1,4 +1,9 @@
-"""Real servers and real clients for the replayer tests."""
+"""Real servers and real clients for the replayer tests.
+
+`Client` is a raw protocol probe (acks as dicts, batches as received, its `sio` open to extra
+handlers) for testing the server's wire behaviour; `receive_all` is the project's own client
+(ticktape.client: typed batches, resume, contiguity checked) for tests that need a replay.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from aiohttp import web
 
 from replayer.app import STATE, ReplayServer, make_app
 from replayer.config import ServerConfig
+from ticktape.client import Batch, connect
 
 
 @dataclass
@@ -135,12 +141,43 @@ class Client:
             await self.sio.disconnect()
 
 
+@dataclass
+class Received:
+    """Everything one ticktape.client subscription yielded, and what the client kept."""
+
+    batches: list[Batch]
+    info: dict[str, Any]
+    statuses: list[dict[str, Any]]
+    end: dict[str, Any] | None
+    reconnects: int
+
+    def seqs(self) -> list[int]:
+        return [int(s) for b in self.batches for s in b.seq]
+
+    def column(self, name: str) -> list[Any]:
+        return [v for b in self.batches for v in getattr(b, name)]
+
+
+async def receive_all(url: str, log: str, *, token: str | None = None,
+                      reconnect_timeout: float = 30.0, timeout: float = 120,
+                      **options: Any) -> Received:
+    """Subscribe with ticktape.client and collect the stream until `end` (or its error)."""
+    async with connect(url, token, reconnect_timeout=reconnect_timeout) as c:
+        async def collect() -> list[Batch]:
+            return [b async for b in c.subscribe(log, **options)]
+
+        batches = await asyncio.wait_for(collect(), timeout)
+        assert c.info is not None
+        return Received(batches, c.info, c.statuses, c.end, c.reconnects)
+
+
 class TcpProxy:
     """A real TCP hop between client and server whose connections can be cut mid-stream."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
+        self.connections = 0  # accepted so far: each (re)connect of a client is one
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -149,6 +186,7 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers += [writer, up_writer]
 

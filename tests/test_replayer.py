@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -18,6 +20,7 @@ from analysis.streaming import IndicatorSpec, StreamingIndicators
 from recorder.log import iso_ns
 from replayer.config import ServerConfig
 from tests.conftest import make_log
+from tests.log_damage import rot_column
 from tests.replay_helpers import (
     Client,
     Served,
@@ -28,6 +31,7 @@ from tests.replay_helpers import (
 )
 
 TICKS = 20_000
+LONG = 400_000
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +40,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_log(data / "pair", ticks=TICKS, symbols="BTC-USD,ETH-USD", rate=200,
              segment_rows=7_000)
     make_log(data / "fast", ticks=4_000, rate=1_000)
+    # 400 s of events: at "max" a stream runs far ahead of where it started.
+    make_log(data / "long", ticks=LONG, rate=1_000)
     return data
 
 
@@ -105,7 +111,7 @@ async def test_paced_replay_follows_the_clock(client: Client) -> None:
     elapsed = time.monotonic() - began
     ts = client.column("ts")
     span = (ts[-1] - ts[0]) / 1e9 / 8
-    assert span * 0.8 <= elapsed <= span + 3.0  # loose: order and approximate rate only
+    assert elapsed >= span * 0.8  # pacing never runs ahead (no upper bound: machines stall)
     assert len(client.batches) > 10  # paced, so it arrived in many batches
     assert_exactly_once(client.seqs(), 0, 4_000)
 
@@ -114,16 +120,19 @@ async def test_pause_resume_speed_and_seek(served: Served, client: Client) -> No
     assert (await client.call("subscribe", {"log": "fast", "speed": 1}))["ok"]
     await client.wait_ticks(20)
     ack = await client.call("control", {"action": "pause"})
-    assert ack == {"ok": True, "state": "paused", "seq": ack["seq"]}
-    await asyncio.sleep(0.1)
-    count = len(client.seqs())
-    await asyncio.sleep(0.4)
-    assert len(client.seqs()) == count  # paused: nothing arrives
+    assert ack["ok"] and ack["state"] == "paused"
+    paused_at = ack["seq"]
+    # Everything sent before the pause arrives, and nothing after it: the seq in the ack is
+    # exactly the next seq to send. Watch for a while; a later ack flushes anything in flight.
+    await _wait_seq(client, paused_at - 1)
+    await asyncio.sleep(0.4)  # a window to watch in: only a stream that did not pause fails
+    assert (await client.call("control", {"action": "pause"}))["seq"] == paused_at
+    assert client.seqs() == list(range(paused_at))
     assert client.statuses[-1]["state"] == "paused"
     assert (await client.call("control", {"action": "resume"}))["state"] == "playing"
     assert (await client.call("control", {"action": "speed", "speed": 50}))["ok"]
-    assert client.statuses[-1]["speed"] == 50
-    await client.wait_ticks(count + 200)
+    await _wait_status(client, lambda st: st["speed"] == 50)  # status follows the ack
+    await client.wait_ticks(paused_at + 200)
     seqs = client.seqs()
     assert_exactly_once(seqs, 0, len(seqs))  # no gap across pause and speed change
     # Seek backwards by seq, then forwards by time.
@@ -138,6 +147,100 @@ async def test_pause_resume_speed_and_seek(served: Served, client: Client) -> No
     assert ack["ok"] and ack["seq"] == 3_000
     after = await _after_seek(client, mark, 3_000)
     assert after == list(range(3_000, 3_000 + len(after)))
+
+
+async def _wait_seq(client: Client, seq: int, timeout: float = 30) -> None:
+    """Wait until a batch holding `seq` (or a later one) has arrived."""
+    deadline = time.monotonic() + timeout
+    while not client.batches or client.batches[-1]["seq"][-1] < seq:
+        if time.monotonic() > deadline:
+            last = client.batches[-1]["seq"][-1] if client.batches else None
+            raise AssertionError(f"seq {seq} did not arrive within {timeout} s (last: {last})")
+        client.arrived.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(client.arrived.wait(), 0.2)
+
+
+def _ts_of(client: Client) -> dict[int, int]:
+    return {s: t for b in client.batches for s, t in zip(b["seq"], b["ts"], strict=True)}
+
+
+async def _paced_after(client: Client, sent_at: float, at: int, speed: float) -> None:
+    """After a control sent at `sent_at` that set `speed` with the stream at seq `at`, seqs
+    arrive again, and no faster than `speed`. The batch in flight when the control came may
+    hold up to max_batch (1,000) seqs past `at` sent at the old speed; after it, the clock
+    anchored no earlier than `sent_at`, so seq S arrives no earlier than its event-time
+    distance from `at` + 1,000, over `speed`."""
+    base, seq = at + 1_000, at + 1_300
+    await _wait_seq(client, seq, timeout=20)  # was: no batch for ~50 s (a stall)
+    elapsed = time.monotonic() - sent_at
+    ts = _ts_of(client)
+    assert elapsed >= (ts[seq] - ts[base]) / 1e9 / speed * 0.8  # paced, never ahead
+
+
+async def test_speed_from_max_to_a_number_paces_on_from_the_stream(client: Client) -> None:
+    assert (await client.call("subscribe", {"log": "long", "speed": "max"}))["ok"]
+    await client.wait_ticks(50_000, 60)  # 50 s of event time past where the stream began
+    sent_at = time.monotonic()
+    ack = await client.call("control", {"action": "speed", "speed": 1})
+    assert ack["ok"] and ack["state"] == "playing"
+    await _paced_after(client, sent_at, ack["seq"], 1)
+    assert client.statuses[-1]["speed"] == 1
+    seqs = client.seqs()
+    assert_exactly_once(seqs, 0, len(seqs))
+
+
+async def test_speed_change_while_paused_at_max(client: Client) -> None:
+    assert (await client.call("subscribe", {"log": "long", "speed": "max"}))["ok"]
+    await client.wait_ticks(50_000, 60)
+    paused = await client.call("control", {"action": "pause"})
+    ack = await client.call("control", {"action": "speed", "speed": 2})
+    assert ack == {"ok": True, "state": "paused", "seq": paused["seq"]}
+    await _wait_status(client, lambda st: st["state"] == "paused" and st["speed"] == 2)
+    sent_at = time.monotonic()
+    ack = await client.call("control", {"action": "resume"})
+    assert ack == {"ok": True, "state": "playing", "seq": paused["seq"]}
+    await _paced_after(client, sent_at, paused["seq"], 2)
+    # Pausing and resuming at max again, then a number: still no stall.
+    assert (await client.call("control", {"action": "speed", "speed": "max"}))["ok"]
+    await client.wait_ticks(len(client.seqs()) + 20_000, 60)
+    assert (await client.call("control", {"action": "pause"}))["ok"]
+    assert (await client.call("control", {"action": "resume"}))["ok"]
+    sent_at = time.monotonic()
+    ack = await client.call("control", {"action": "speed", "speed": 5})
+    await _paced_after(client, sent_at, ack["seq"], 5)
+    seqs = client.seqs()
+    assert_exactly_once(seqs, 0, len(seqs))
+
+
+async def test_seek_while_paused_and_to_the_end(client: Client) -> None:
+    assert (await client.call("subscribe", {"log": "fast", "speed": 1}))["ok"]
+    await client.wait_ticks(10)
+    assert (await client.call("control", {"action": "pause"}))["state"] == "paused"
+    assert (await client.call("control", {"action": "speed", "speed": 4}))["state"] == "paused"
+    ack = await client.call("control", {"action": "seek", "seq": 2_000})
+    assert ack == {"ok": True, "state": "paused", "seq": 2_000}
+    mark = len(client.batches)
+    assert (await client.call("control", {"action": "resume"}))["state"] == "playing"
+    after = await _after_seek(client, mark, 2_000)
+    assert after == list(range(2_000, 2_000 + len(after)))
+    # The end of the log is a valid place to seek to: the stream ends at once.
+    ack = await client.call("control", {"action": "seek", "seq": 4_000})
+    assert ack["ok"] and ack["seq"] == 4_000
+    await client.wait_end(20)
+    assert client.ends == [{"log": "fast", "last_seq": 3_999}]
+    # ... and while paused it ends as soon as it resumes.
+    assert (await client.call("control", {"action": "seek", "seq": 100}))["ok"]
+    await _wait_seq(client, 110)
+    assert (await client.call("control", {"action": "pause"}))["state"] == "paused"
+    ack = await client.call("control", {"action": "seek", "seq": 4_000})
+    assert ack == {"ok": True, "state": "paused", "seq": 4_000}
+    client.ended.clear()
+    assert (await client.call("control", {"action": "resume"}))["ok"]
+    await client.wait_end(20)
+    assert len(client.ends) == 2 and client.statuses[-1]["state"] == "ended"
+    bad = await client.call("control", {"action": "seek", "seq": 4_001})
+    assert bad["error"]["code"] == "bad_request"
 
 
 async def _after_seek(client: Client, mark: int, seq: int) -> list[int]:
@@ -246,8 +349,8 @@ async def test_http_routes(served: Served) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{served.url}/api/logs") as resp:
             logs = await resp.json()
-        assert resp.status == 200 and [lg["name"] for lg in logs] == ["fast", "pair"]
-        assert logs[1]["events"] == TICKS and logs[1]["first_ts"].endswith("Z")
+        assert resp.status == 200 and [lg["name"] for lg in logs] == ["fast", "long", "pair"]
+        assert logs[2]["events"] == TICKS and logs[1]["first_ts"].endswith("Z")
         async with http.get(f"{served.url}/api/logs/pair") as resp:
             assert resp.status == 200 and (await resp.json())["events"] == TICKS
         for name in ("nope", "..%2Fpair", "%2Fetc%2Fpasswd"):
@@ -384,19 +487,151 @@ async def test_a_burst_of_controls_applies_in_order(served: Served, client: Clie
     assert (await client.call("subscribe", {"log": "pair", "speed": 5}))["ok"]
     await client.wait_ticks(5)
     targets = [1_000, 9_000, 3_000, 15_000, 7_000]
+    mark = len(client.batches)
     acks = await asyncio.gather(*(client.call("control", {"action": "seek", "seq": t})
                                   for t in targets))
     assert [a["seq"] for a in acks] == targets  # each acknowledged in the order sent
-    mark = len(client.batches)
-    deadline = time.monotonic() + 20
-    while not any(b["seq"][0] == 7_000 for b in client.batches[mark:]):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
-    last = client.batches[-1]["seq"][-1]
-    assert 7_000 <= last < 9_000  # the stream is where the last seek put it
+    after = await _after_seek(client, mark, 7_000)
+    assert after[0] == 7_000
+    # The stream is where the last seek put it: from the batch that starts at 7,000 on, seqs
+    # run on without a jump up to where a pause stops it.
+    paused = await client.call("control", {"action": "pause"})
+    await _wait_seq(client, paused["seq"] - 1)
+    start = next(i for i in range(len(client.batches) - 1, mark - 1, -1)
+                 if client.batches[i]["seq"][0] == 7_000)
+    assert [s for b in client.batches[start:] for s in b["seq"]] == list(
+        range(7_000, paused["seq"]))
     # Two quick subscribes leave exactly one stream.
     await asyncio.gather(client.call("subscribe", {"log": "fast", "speed": "max"}),
                          client.call("subscribe", {"log": "pair", "speed": "max"}))
     await client.wait_end()
     assert len(served.server.streams) == 1
+
+
+@pytest.fixture
+async def damaged(tmp_path: Path) -> AsyncIterator[Served]:
+    """A folder with a readable log, one a recorder left open, and one that rots at seq 2,000."""
+    data = tmp_path / "damaged"
+    data.mkdir()
+    for name in ("good", "rotten"):
+        make_log(data / name, ticks=3_000, segment_rows=1_000)
+    rot_column(data / "rotten" / "seg-000000002000.parquet")
+    make_log(data / "crashed", ticks=100)
+    (data / "crashed" / "_journal.arrows").write_bytes(b"")
+    async with serve_in_process(ServerConfig(path=data, port=0)) as s:
+        yield s
+
+
+def _assert_no_path(text: str, served: Served) -> None:
+    for path in (str(served.data), str(served.data.resolve()), "pytest-of"):
+        assert path not in text, text
+
+
+async def test_errors_name_the_log_never_a_server_path(damaged: Served) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{damaged.url}/api/logs") as resp:
+            listing = await resp.text()
+        assert resp.status == 200 and "crashed" in listing and "recover" in listing
+        _assert_no_path(listing, damaged)
+        async with http.get(f"{damaged.url}/api/logs/crashed") as resp:
+            body = await resp.text()
+        assert resp.status == 404 and "crashed" in body
+        _assert_no_path(body, damaged)
+    c = Client()
+    await c.connect(damaged.url)
+    try:
+        ack = await c.call("subscribe", {"log": "crashed"})
+        assert ack["ok"] is False and "crashed" in ack["error"]["message"]
+        _assert_no_path(str(ack), damaged)
+        assert (await c.call("subscribe", {"log": "good", "speed": 1}))["ok"]
+        await c.wait_ticks(1)
+        assert (await c.call("control", {"action": "pause"}))["ok"]
+        # A segment vanishes under the server (an operator, a disk): reading it fails.
+        (damaged.data / "good" / "seg-000000002000.parquet").unlink()
+        ack = await c.call("control", {"action": "seek", "seq": 2_000})
+        assert ack["ok"] is False and ack["error"]["code"] == "log_error"
+        assert "good" in ack["error"]["message"]
+        _assert_no_path(str(ack), damaged)
+        # Now the stream meets it while playing: its status says why, naming no path.
+        assert (await c.call("control", {"action": "seek", "seq": 1_500}))["ok"]
+        assert (await c.call("control", {"action": "speed", "speed": "max"}))["ok"]
+        assert (await c.call("control", {"action": "resume"}))["ok"]
+        failed = await _wait_status(c, lambda s: str(s.get("reason", "")).startswith("error"))
+        assert "good" in failed["reason"] and failed["state"] == "ended"
+        _assert_no_path(str(c.statuses), damaged)
+    finally:
+        await c.close()
+
+
+async def _wait_status(client: Client, match: Any, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [s for s in client.statuses if match(s)]
+        if found:
+            return found[-1]
+        assert time.monotonic() < deadline, client.statuses
+        await asyncio.sleep(0.02)
+
+
+async def test_a_stream_that_failed_refuses_controls(damaged: Served) -> None:
+    c = Client()
+    await c.connect(damaged.url)
+    try:
+        assert (await c.call("subscribe", {"log": "rotten", "speed": "max"}))["ok"]
+        failed = await _wait_status(c, lambda s: s["state"] == "ended")
+        assert str(failed.get("reason")).startswith("error: rotten: ")
+        assert_exactly_once(c.seqs(), 0, 2_000)  # everything readable before the damage
+        assert c.ends == []  # it failed; it did not reach the end
+        for control in ({"action": "seek", "seq": 0}, {"action": "resume"},
+                        {"action": "speed", "speed": 2}, {"action": "pause"}):
+            ack = await c.call("control", control)
+            assert ack["ok"] is False and ack["error"]["code"] == "log_error", (control, ack)
+            assert "subscribe again" in ack["error"]["message"]
+        # A new subscribe is the way on; a part that cannot be read is refused up front.
+        ack = await c.call("subscribe", {"log": "rotten", "from_seq": 2_500})
+        assert ack["ok"] is False and ack["error"]["code"] == "log_error"
+        assert (await c.call("control", {"action": "pause"}))["error"]["code"] == "not_allowed"
+        assert (await c.call("subscribe", {"log": "rotten", "speed": "max", "from_seq": 1_990})
+                )["ok"]
+        await _wait_status(c, lambda s: s["state"] == "ended" and s["seq"] == 2_000)
+    finally:
+        await c.close()
+
+
+async def test_a_non_ascii_token_is_just_unauthorized(data_dir: Path) -> None:
+    async with serve_in_process(ServerConfig(path=data_dir, port=0, token="s3cret-ü")) as s:
+        for offered in ("sécret", "s3cret-u", "\ud800", "s3cret-ü\x00"):
+            refused = Client()
+            errors: list[object] = []
+            refused.sio.on("connect_error", errors.append)
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await refused.sio.connect(s.url, transports=["websocket"], wait_timeout=5,
+                                          auth={"token": offered})
+            assert errors == [{"message": "a valid token is required",
+                               "data": {"code": "unauthorized"}}], offered
+        query = Client()
+        query_errors: list[object] = []
+        query.sio.on("connect_error", query_errors.append)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await query.sio.connect(f"{s.url}?token=s%C3%A9cret", transports=["websocket"],
+                                    wait_timeout=5)
+        assert query_errors and query_errors[0]["data"] == {"code": "unauthorized"}
+        ok = Client()
+        await ok.connect(s.url, auth={"token": "s3cret-ü"})
+        assert (await ok.call("subscribe", {"log": "fast", "speed": "max"}))["ok"]
+        await ok.close()
+        via_query = Client()
+        await via_query.connect(f"{s.url}?token=s3cret-%C3%BC")
+        await via_query.close()
+        async with aiohttp.ClientSession() as http:
+            for params in ({"token": "sécret"}, {"token": "s3cret-ü"}):
+                async with http.get(f"{s.url}/api/logs", params=params) as resp:
+                    assert resp.status == (200 if params["token"] == "s3cret-ü" else 401)
+                    if resp.status == 401:
+                        assert (await resp.json())["error"]["code"] == "unauthorized"
+            # aiohttp sends and reads header values as UTF-8.
+            for header, status in (("Bearer sécret", 401), ("Bearer s3cret-ü", 200),
+                                   ("Bearer \udcff", 401)):
+                async with http.get(f"{s.url}/api/logs",
+                                    headers={"Authorization": header}) as resp:
+                    assert resp.status == status, header

@@ -1,5 +1,5 @@
 """The server as its own process: SIGTERM, restart mid-stream, follow a live recorder,
-a client that never reads, and `ticktape watch --record`."""
+a client that never reads, and bad `replay`/`watch` arguments (`watch` itself: test_watch.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-import pyarrow.parquet as pq
 import pytest
 
 from recorder.log import JOURNAL, Log
@@ -67,8 +66,7 @@ async def test_server_restart_mid_stream_client_resumes(data_dir: Path) -> None:
     try:
         await c.connect(server.url)
         await c.wait_ticks(5_000, 60)
-        server.kill()  # a crash, not a goodbye
-        await asyncio.sleep(0.3)
+        server.kill()  # a crash, not a goodbye (kill() waits until the process is gone)
         server = ServerProcess(data_dir, port=port)
         await c.wait_end(120)
         assert len(connects) >= 2 and connects[1] > 0
@@ -87,14 +85,6 @@ async def test_follow_a_log_while_it_is_recorded(tmp_path: Path) -> None:
          "--rate", "200", "--flush-interval", str(flush), "--seed", "3"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     c = Client()
-    delays: list[float] = []
-
-    def on_ticks(batch: dict) -> None:  # type: ignore[type-arg]
-        now = time.time_ns()
-        delays.extend((now - ts) / 1e9 for ts in batch["ts"])
-        c.batches.append(batch)
-
-    c.sio.on("ticks", on_ticks)
     try:
         deadline = time.monotonic() + 20
         while not (data / "live" / JOURNAL).exists():
@@ -104,18 +94,15 @@ async def test_follow_a_log_while_it_is_recorded(tmp_path: Path) -> None:
             await c.connect(served.url)
             ack = await c.call("subscribe", {"log": "live", "speed": 1})
             assert ack["ok"] and ack["log"]["live"] is True
-            await asyncio.sleep(2.0)
-            mid = len(delays)
-            assert mid > 100  # events keep arriving while they are recorded
+            # Events recorded after the subscribe arrive while the recorder still runs.
+            await c.wait_ticks(ack["log"]["events"] + 100, 60)
+            assert recorder.poll() is None
             recorder.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(recorder.wait, 20) == 0
             await c.wait_end(20)
         events = Log(data / "live").events
         assert_exactly_once(c.seqs(), 0, events)
         assert c.ends[0]["last_seq"] == events - 1
-        # New events arrive within the flush interval + 100 ms (+ slack for a loaded machine).
-        late = sorted(delays[20:mid])
-        assert late[len(late) * 9 // 10] <= flush + 0.1 + 0.4, late[-5:]
     finally:
         await c.close()
         if recorder.poll() is None:
@@ -133,19 +120,25 @@ def _ws_frame(text: str) -> bytes:
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+def _read_until(sock: socket.socket, marker: bytes) -> None:
+    received = b""
+    while marker not in received:
+        data = sock.recv(65_536)
+        assert data, f"connection closed before {marker!r}: {received[:200]!r}"
+        received += data
+
+
 def _never_reading_client(port: int, log: str) -> socket.socket:
     """Engine.IO + Socket.IO handshake by hand, subscribe at max, then never read again."""
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)  # a deadline per read
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                   f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    time.sleep(0.3)
-    sock.recv(65_536)  # 101 Switching Protocols and the Engine.IO open packet
+    _read_until(sock, b"0{")  # 101 Switching Protocols, then the Engine.IO open packet
     sock.sendall(_ws_frame("40"))
-    time.sleep(0.3)
-    sock.recv(65_536)  # Socket.IO connect acknowledgement
+    _read_until(sock, b"40{")  # Socket.IO connect acknowledgement
     sock.sendall(_ws_frame(f'421["subscribe",{{"log":"{log}","speed":"max"}}]'))
     return sock
 
@@ -161,6 +154,13 @@ async def _full_replay(url: str, log: str, events: int) -> None:
         await other.close()
 
 
+async def _metrics(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line and not line.startswith("#") and "{" not in line}
+
+
 async def test_a_client_that_never_reads_costs_bounded_memory(data_dir: Path) -> None:
     server = ServerProcess(data_dir, "--window", "4")
     rss = psutil.Process(server.proc.pid)
@@ -169,14 +169,15 @@ async def test_a_client_that_never_reads_costs_bounded_memory(data_dir: Path) ->
         await _full_replay(server.url, "pair", 40_000)  # warm the server up first
         before = rss.memory_info().rss
         stuck = await asyncio.to_thread(_never_reading_client, server.port, "big")
-        await asyncio.sleep(4.0)
+        # Wait until its stream stalls: its transport holds a full window of batches.
+        deadline = time.monotonic() + 60
+        while (await _metrics(server.url))["ticktape_queue_depth"] < 4:
+            assert time.monotonic() < deadline, "the stuck client's queue never filled"
+            await asyncio.sleep(0.05)
         # Meanwhile another client still gets a full replay at full speed.
         await _full_replay(server.url, "pair", 40_000)
         grown = (rss.memory_info().rss - before) / 2**20
-        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
-            metrics = await resp.text()
-        values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
-                  if line and not line.startswith("#") and "{" not in line}
+        values = await _metrics(server.url)
         assert values["ticktape_backpressure_waits_total"] >= 1
         assert values["ticktape_queue_depth"] <= 4
         sent_to_stuck = values["ticktape_ticks_sent_total"] - 2 * 40_000
@@ -185,36 +186,6 @@ async def test_a_client_that_never_reads_costs_bounded_memory(data_dir: Path) ->
     finally:
         if stuck is not None:
             stuck.close()
-        server.stop()
-
-
-def test_watch_record_round_trip(data_dir: Path, tmp_path: Path) -> None:
-    server = ServerProcess(data_dir)
-    try:
-        for encoding in ("json", "arrow"):
-            out = tmp_path / f"copy-{encoding}"
-            result = run_cli("watch", server.url, "--log", "pair", "--speed", "max",
-                             "--encoding", encoding, "--record", str(out), "--quiet")
-            assert result.returncode == 0, result.stderr
-            assert run_cli("verify", str(out)).returncode == 0
-            source = pq.read_table(data_dir / "pair")
-            copy = pq.read_table(out)
-            assert copy.select(source.column_names).equals(source)
-            assert Log(out).metadata["source"] == f"watch:{server.url}"
-        result = run_cli("watch", server.url, "--log", "pair", "--speed", "max", "--json",
-                         "--symbols", "ETH-USD")
-        lines = result.stdout.splitlines()
-        source = pq.read_table(data_dir / "pair")
-        eth = sum(1 for s in source.column("symbol").to_pylist() if s == "ETH-USD")
-        assert result.returncode == 0 and len(lines) == eth
-        import json
-
-        first = json.loads(lines[0])
-        assert first["symbol"] == "ETH-USD" and first["ts"].endswith("Z") and first["sma"] is None
-        bad = run_cli("watch", server.url, "--log", "../pair")
-        assert bad.returncode == 2
-        assert bad.stderr.strip() == "error: server refused: unknown log '../pair' (unknown_log)"
-    finally:
         server.stop()
 
 

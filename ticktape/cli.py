@@ -7,19 +7,20 @@ import sys
 from collections.abc import Sequence
 
 from recorder.errors import TicktapeError
-from ticktape import __version__, cmd_analysis, cmd_log, cmd_record, cmd_replay
+from ticktape import __version__, cmd_analysis, cmd_log, cmd_record, cmd_replay, cmd_watch
 
 __all__ = ["build_parser", "main"]
 
 # Each command module contributes `register(subparsers)`; the parser's `run` does the work.
-COMMAND_MODULES = [cmd_record, cmd_log, cmd_replay, cmd_analysis]
+COMMAND_MODULES = [cmd_record, cmd_log, cmd_replay, cmd_watch, cmd_analysis]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticktape",
         description="Record price ticks into Parquet event logs and replay them to live clients.",
-        epilog="Run `ticktape COMMAND --help` for a command's options. Docs: docs/.",
+        epilog="Run `ticktape COMMAND --help` for a command's options. The full reference "
+               "is the docs/ folder of ticktape's source (docs/README.md).",
     )
     parser.add_argument("--version", action="version", version=f"ticktape {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

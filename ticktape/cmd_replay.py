@@ -1,4 +1,4 @@
-"""`ticktape replay|watch|demo`: serve logs, follow a replay from the terminal, run the demo."""
+"""`ticktape replay|demo`: serve logs, run the demo (`watch` is in cmd_watch)."""
 
 from __future__ import annotations
 
@@ -17,24 +17,11 @@ from recorder.log import Log
 from recorder.record import RecordConfig, record
 from replayer.app import STATE, make_app, token_from_env
 from replayer.config import ServerConfig
-from replayer.errors import BadRequest
-from replayer.protocol import parse_speed
-from replayer.watch import WatchConfig, watch
 from ticktape.progress import ProgressBar
 
 __all__ = ["register", "serve"]
 
 DEMO_LOG = "demo-btc"
-
-
-def _speed(text: str) -> float | str:
-    try:
-        value: float | str = "max" if text == "max" else float(text)
-        parse_speed(value)
-    except (ValueError, BadRequest) as exc:
-        raise argparse.ArgumentTypeError(f"speed must be within [0.01, 10000] or max, "
-                                         f"got {text!r}") from exc
-    return value
 
 
 def _server_options(p: argparse.ArgumentParser, port: int = 8080) -> None:
@@ -51,31 +38,15 @@ def _server_options(p: argparse.ArgumentParser, port: int = 8080) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "replay", help="serve logs to Socket.IO clients and the live dashboard",
-        description="Serve PATH if it is a log, otherwise every log directly under PATH. "
-                    "Clients subscribe over Socket.IO (docs/protocol.md); the dashboard is at /.",
+        description="Serve PATH alone if it is a .parquet log file or a directory holding "
+                    "seg-*.parquet segments (or a journal); otherwise PATH is a folder of logs: "
+                    "every log directory and single-file .parquet log directly under it, "
+                    "rescanned as logs appear. Clients subscribe over Socket.IO "
+                    "(docs/protocol.md); the dashboard is at /.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("path", metavar="PATH", type=Path)
     _server_options(p)
     p.set_defaults(run=run_replay)
-
-    p = sub.add_parser(
-        "watch", help="print (and optionally record) a replay from a server",
-        description="Subscribe to a log on a running `ticktape replay` and print its ticks; "
-                    "reconnects and resumes without gaps. --record writes what arrives as a log.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("url", metavar="URL", help="server, e.g. http://127.0.0.1:8080")
-    p.add_argument("--log", required=True, metavar="NAME", help="log name on the server")
-    p.add_argument("--speed", type=_speed, default=1.0, help="0.01..10000 or max")
-    p.add_argument("--from-seq", type=int, default=0, metavar="N")
-    p.add_argument("--symbols", help="comma-separated symbols to receive")
-    p.add_argument("--sma", type=int, default=5, help="SMA window of the sma column")
-    p.add_argument("--encoding", choices=["json", "arrow"], default="json")
-    p.add_argument("--record", type=Path, metavar="OUT", help="write what arrives as a log")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--json", action="store_true", help="one JSON object per tick per line")
-    p.add_argument("--quiet", action="store_true", help="print nothing per tick")
-    p.add_argument("--token", help="token the server requires (or TICKTAPE_TOKEN)")
-    p.set_defaults(run=run_watch)
 
     p = sub.add_parser(
         "demo", help="record a seeded demo session (if absent) and serve it with the dashboard",
@@ -124,18 +95,6 @@ async def serve(config: ServerConfig, banner: str = "serving") -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     asyncio.run(serve(_server_config(args, args.path)))
-    return 0
-
-
-def run_watch(args: argparse.Namespace) -> int:
-    config = WatchConfig(
-        url=args.url.rstrip("/"), log=args.log, speed=args.speed, from_seq=args.from_seq,
-        symbols=tuple(args.symbols.split(",")) if args.symbols else None, sma=args.sma,
-        encoding=args.encoding, record=args.record, overwrite=args.overwrite,
-        json_lines=args.json, quiet=args.quiet, token=token_from_env(args.token))
-    received = asyncio.run(watch(config))
-    if args.record is not None:
-        print(f"recorded {received:,} events into {args.record}", file=sys.stderr)
     return 0
 
 

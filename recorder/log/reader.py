@@ -56,6 +56,8 @@ class LogInfo:
     segments: int
     live: bool
     metadata: dict[str, Any]
+    # Trade-id gaps a live recorder noted in sealed segments' "segment" metadata (docs/feeds.md).
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,7 +66,7 @@ class LogInfo:
             "first_ts": iso_ns(self.first_ts), "last_ts": iso_ns(self.last_ts),
             "first_ts_ns": self.first_ts, "last_ts_ns": self.last_ts,
             "symbols": self.symbols, "bytes": self.bytes, "segments": self.segments,
-            "live": self.live, "ticktape": self.metadata,
+            "live": self.live, "ticktape": self.metadata, "gaps": self.gaps,
         }
 
 
@@ -216,12 +218,16 @@ class Log:
             if seg.rows == 0:
                 self._symbols_cache[seg.path] = []
             else:
-                col = pq.read_table(seg.path, columns=["symbol"], read_dictionary=["symbol"])
-                chunks = col.column(0).unify_dictionaries().chunks
-                values: set[str] = set()
-                for chunk in chunks:
-                    used = np.unique(chunk.indices.to_numpy(zero_copy_only=False))
-                    values.update(chunk.dictionary.take(pa.array(used)).to_pylist())
+                try:
+                    col = pq.read_table(seg.path, columns=["symbol"], read_dictionary=["symbol"])
+                    chunks = col.column(0).unify_dictionaries().chunks
+                    values: set[str] = set()
+                    for chunk in chunks:
+                        used = np.unique(chunk.indices.to_numpy(zero_copy_only=False))
+                        values.update(chunk.dictionary.take(pa.array(used)).to_pylist())
+                except (pa.ArrowException, OSError) as exc:
+                    raise LogDamagedError(f"{self.name}: segment {seg.path.name} cannot be read "
+                                          f"({exc}): run `ticktape verify`") from exc
                 self._symbols_cache[seg.path] = sorted(values)
         return self._symbols_cache[seg.path]
 
@@ -254,6 +260,7 @@ class Log:
             first_ts=min(ts_min) if ts_min else None, last_ts=max(ts_max) if ts_max else None,
             symbols=sorted(symbols), bytes=size, segments=len(segments), live=live,
             metadata=metadata,
+            gaps=[g for seg in segments for g in seg.metadata.get("segment", {}).get("gaps", [])],
         )
 
     # -- reading ---------------------------------------------------------------------------

@@ -384,30 +384,6 @@ async def test_many_independent_clients(served: Served) -> None:
         await asyncio.gather(*(c.close() for c in clients))
 
 
-async def test_broadcast_shares_one_clock_and_late_joiners_get_recent(served: Served) -> None:
-    first, late = Client(), Client()
-    try:
-        await first.connect(served.url)
-        await late.connect(served.url)
-        ack = await first.call("subscribe", {"log": "fast", "speed": 2, "mode": "broadcast"})
-        assert ack["ok"] and ack["mode"] == "broadcast"
-        await first.wait_ticks(1_500)  # more than the 1,000-tick recent window
-        assert (await late.call("subscribe", {"log": "fast", "speed": 2, "mode": "broadcast"})
-                )["ok"]
-        await asyncio.gather(first.wait_end(30), late.wait_end(30))
-        assert_exactly_once(first.seqs(), 0, 4_000)
-        late_seqs = late.seqs()
-        # The late joiner's first batch is the recent window, then it continues exactly.
-        assert late_seqs[0] > 0 and len(late.batches[0]["seq"]) > 50
-        assert_exactly_once(late_seqs, late_seqs[0], 4_000)
-        assert (await first.call("subscribe", {"log": "fast", "mode": "broadcast"}))["ok"]
-        assert (await first.call("control", {"action": "pause"}))["error"]["code"] == \
-            "not_allowed"
-    finally:
-        await first.close()
-        await late.close()
-
-
 async def test_loop_restarts_at_the_beginning(client: Client) -> None:
     assert (await client.call("subscribe", {"log": "fast", "speed": "max", "loop": True}))["ok"]
     await client.wait_ticks(6_000)

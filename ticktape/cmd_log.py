@@ -69,6 +69,12 @@ def run_info(args: argparse.Namespace) -> int:
         f"source     {meta.get('source')}" + (f"  seed {meta['seed']}" if "seed" in meta else "")
         + (f"  mode {meta['mode']}" if "mode" in meta else ""),
     ]
+    if info["gaps"]:
+        missing = sum(b - a + 1 for g in info["gaps"] for a, b in g["missing"])
+        lines.append(f"gaps       {len(info['gaps'])} in trade ids: "
+                     f"{sum(g['count'] for g in info['gaps']):,} trade(s) not received live, "
+                     f"{sum(g['backfilled'] for g in info['gaps']):,} backfilled, "
+                     f"{missing:,} missing")
     if info["live"]:
         lines.append("state      live (a recorder is writing it)")
     print("\n".join(lines))
@@ -94,6 +100,10 @@ def run_verify(args: argparse.Namespace) -> int:
         extra = ", regenerated identically" if report.regenerated else note
         print(f"ok: {report.name}: {report.events:,} events in {report.segments} segment(s)"
               f"{extra}")
+        for gap in report.missing_gaps:  # the source's gaps: reported, not damage
+            spans = ", ".join(f"{a}..{b}" for a, b in gap["missing"])
+            print(f"  note: {gap['symbol']}: trade ids {spans} missing (the recorder could not "
+                  f"backfill them{': ' + gap['error'] if gap.get('error') else ''})")
     else:
         print(f"damaged: {report.name}: {len(report.problems)} problem(s)")
         for problem in report.problems:

@@ -1,4 +1,4 @@
-"""`ticktape record`: a seeded simulated session into a log."""
+"""`ticktape record`: a seeded simulated session into a log, or (--feed) a venue's live trades."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from recorder.config import SimConfig, parse_duration, parse_instant, parse_symbols
 from recorder.errors import ConfigError
+from recorder.feeds import VENUES, FeedConfig, record_feed
 from recorder.record import RecordConfig, record
 from ticktape.progress import ProgressBar
 
@@ -50,7 +51,25 @@ def register(sub: Any) -> None:
                    help="events per sealed Parquet segment")
     p.add_argument("--overwrite", action="store_true", help="replace an existing log")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(run=run)
+    live = p.add_argument_group(
+        "live feeds", "record an exchange's public trade stream instead of the simulator "
+                      "(docs/feeds.md); --symbols then takes exchange symbols or BASE-QUOTE")
+    live.add_argument("--feed", choices=sorted(VENUES), help="venue whose live trades to record")
+    live.add_argument("--feed-url", metavar="URL",
+                      help="replace the venue's documented WebSocket base URL (paths and "
+                           "messages unchanged), e.g. a local test server")
+    live.add_argument("--rest-url", metavar="URL",
+                      help="replace the venue's documented REST base URL used for backfill")
+    live.add_argument("--silence-timeout", type=float, default=30.0, metavar="S",
+                      help="reconnect when no message arrived for S seconds (a probe is sent "
+                           "after S/2)")
+    p.set_defaults(run=run, simulator_defaults={
+        dest: p.get_default(dest) for dest in SIMULATOR_ONLY})
+
+
+# Options of the simulator only: --feed refuses them when set to anything but their default.
+SIMULATOR_ONLY = {"seed": "--seed", "ticks": "--ticks", "rate": "--rate", "start": "--start",
+                  "realtime": "--realtime", "clock": "--clock", "param": "--param"}
 
 
 def parse_params(items: list[str]) -> dict[str, dict[str, float]]:
@@ -83,7 +102,47 @@ def build_config(args: argparse.Namespace) -> RecordConfig:
         overwrite=args.overwrite, segment_rows=args.segment_rows)
 
 
+def build_feed_config(args: argparse.Namespace) -> FeedConfig:
+    if args.feed is None:
+        raise ConfigError("--feed-url and --rest-url need --feed")
+    given = [flag for dest, flag in SIMULATOR_ONLY.items()
+             if getattr(args, dest) != args.simulator_defaults[dest]]
+    if given:
+        raise ConfigError(f"{', '.join(given)} belong(s) to the simulator; --feed records live "
+                          "trades: drop them")
+    symbols = tuple(part.strip() for part in args.symbols.split(","))
+    return FeedConfig(
+        path=args.log, venue=args.feed, symbols=symbols, ws_url=args.feed_url,
+        rest_url=args.rest_url,
+        duration_s=parse_duration(args.duration) if args.duration else None,
+        flush_interval=args.flush_interval, seal_interval=args.seal_interval,
+        segment_rows=args.segment_rows, silence_timeout=args.silence_timeout,
+        overwrite=args.overwrite)
+
+
+def run_feed(args: argparse.Namespace) -> int:
+    config = build_feed_config(args)
+    if not args.json:
+        print(f"recording {config.venue} {','.join(config.symbols)} into {config.path}; "
+              "Ctrl-C to stop", file=sys.stderr)
+    result = record_feed(config, report=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(result.to_json()))
+    elif not result.path.exists():
+        print(f"no log written: {config.venue} never acknowledged the subscription")
+    else:
+        gaps = result.gaps
+        print(f"recorded {result.events:,} trades from {config.venue} into {result.path} "
+              f"({result.segments} segment(s), {result.seconds:.2f} s, {result.reconnects} "
+              f"reconnect(s)); {gaps['gaps']} gap(s): {gaps['expected']} trade(s) skipped, "
+              f"{gaps['backfilled']} backfilled, {gaps['missing']} missing"
+              + (f"; {result.late} written late" if result.late else ""))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.feed is not None or args.feed_url or args.rest_url:
+        return run_feed(args)
     config = build_config(args)
     bar = ProgressBar(f"recording {config.path.name}")
     if config.realtime and not args.json:

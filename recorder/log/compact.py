@@ -66,11 +66,14 @@ def compact_log(path: Path | str, *, segment_rows: int = DEFAULT_SEGMENT_ROWS) -
             return CompactReport(log.name, before.events, len(sizes), len(sizes), before.bytes,
                                  before.bytes, compacted=False)
         staging = root.parent / f".{root.name}{_STAGING_INFIX}{os.getpid()}"
-        metadata = {k: v for k, v in log.metadata.items() if k != "format"}
+        # "segment" notes belong to one segment: the gaps of all go into the first new one.
+        metadata = {k: v for k, v in log.metadata.items() if k not in ("format", "segment")}
         try:
             optional = tuple(log.columns[len(SCHEMA):])
             with LogWriter(staging, metadata, segment_rows=segment_rows,
                            optional_columns=optional) as writer:
+                if before.gaps:
+                    writer.segment_notes = {"gaps": before.gaps}
                 for batch in log.iter_batches(batch_rows=min(segment_rows, 262_144),
                                               columns=log.columns):
                     writer.append(batch)

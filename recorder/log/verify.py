@@ -32,6 +32,13 @@ class VerifyReport:
     regenerated: bool | None = None
     problems: list[str] = field(default_factory=list)
     metadata: dict[str, Any] | None = None  # the segments' `ticktape` metadata, when readable
+    # A live recorder's trade-id gaps (segment notes): facts about the source, not damage.
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def missing_gaps(self) -> list[dict[str, Any]]:
+        """Gaps with trades still missing (a backfilled gap is not reported as missing)."""
+        return [g for g in self.gaps if g.get("missing")]
 
     @property
     def ok(self) -> bool:
@@ -44,7 +51,8 @@ class VerifyReport:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "ok": self.ok, "events": self.events,
                 "segments": self.segments, "needs_recovery": self.needs_recovery,
-                "live": self.live, "regenerated": self.regenerated, "problems": self.problems}
+                "live": self.live, "regenerated": self.regenerated, "problems": self.problems,
+                "gaps": self.missing_gaps}
 
 
 def _check_batch(batch: pa.RecordBatch, where: str, expected_seq: int, last_ts: int | None,
@@ -120,6 +128,7 @@ def verify_log(path: Path | str) -> VerifyReport:
         if metadata is not None and _strip_volatile(seg_meta) != _strip_volatile(metadata):
             report.problem(f"{file.name}: 'ticktape' metadata differs from the other segments'")
         metadata = metadata or seg_meta
+        report.gaps.extend(seg_meta.get("segment", {}).get("gaps", []))
         first = column_range(file, meta)[0] if meta.num_rows else -1
         segments.append((first, file))
     segments.sort()

@@ -19,6 +19,7 @@ __all__ = [
     "log_returns",
     "ohlcv",
     "realized_volatility",
+    "robust_stats",
     "robust_zscore",
     "rolling_vwap",
     "sma",
@@ -158,6 +159,53 @@ def drawdown(price: np.ndarray, peak: float | None = None) -> np.ndarray:
     return x / running - 1.0
 
 
+def _kth_distance(s: np.ndarray, med: np.ndarray, k: int) -> np.ndarray:
+    """Per row of `s` (sorted ascending), the k-th smallest |s - med| (0-based), exactly.
+
+    The k+1 values nearest the median are a contiguous run s[a..a+k]; its largest distance
+    is at an end, max(med - s[a], s[a+k] - med), and the k-th distance is the smallest such
+    maximum over a. The first term falls and the second grows with a, so the minimum is
+    where they cross: found by bisection, a few vector steps per row instead of a sort."""
+    rows, w = s.shape
+    row = np.arange(rows)
+    last = w - 1 - k  # largest run start
+    lo = np.zeros(rows, np.int64)
+    hi = np.full(rows, last + 1, np.int64)
+    while True:
+        active = lo < hi
+        if not active.any():
+            break
+        mid = np.minimum((lo + hi) // 2, last)
+        right_wins = (s[row, mid + k] - med) >= (med - s[row, mid])
+        hi = np.where(active & right_wins, mid, hi)
+        lo = np.where(active & ~right_wins, mid + 1, lo)
+    right = np.where(lo <= last, s[row, np.minimum(lo, last) + k] - med, np.inf)
+    left = np.where(lo >= 1, med - s[row, np.maximum(lo - 1, 0)], np.inf)
+    return np.minimum(left, right)
+
+
+def robust_stats(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the median and the robust sigma 1.4826 * MAD, bit-identical to np.median and
+    np.median(|w - median|) * 1.4826; NaN for rows holding a NaN or with zero MAD.
+
+    Sorts the rows in place (pass a copy): a SIMD sort plus a bisection is several times
+    faster than np.median's per-row partition."""
+    windows.sort(axis=1)  # NaN sorts last
+    w = windows.shape[1]
+    m = w // 2
+    if w % 2:
+        med = windows[:, m].copy()
+        mad = _kth_distance(windows, med, m)
+    else:
+        med = (windows[:, m - 1] + windows[:, m]) / 2  # np.median: mean of the middle pair
+        mad = (_kth_distance(windows, med, m - 1) + _kth_distance(windows, med, m)) / 2
+    mad *= _MAD_SCALE
+    bad = np.isnan(windows[:, -1])
+    med[bad] = np.nan
+    mad[bad | (mad == 0)] = np.nan
+    return med, mad
+
+
 def robust_zscore(returns: np.ndarray, window: int, stride: int = 1, phase: int = 0
                   ) -> np.ndarray:
     """(r[t] - median) / (1.4826 * MAD) over `window` returns before t (t excluded).
@@ -182,14 +230,13 @@ def robust_zscore(returns: np.ndarray, window: int, stride: int = 1, phase: int 
     chunk = max(1, 4_000_000 // window)
     for lo in range(0, len(starts), chunk):
         ks = starts[lo:lo + chunk]
-        w = windows[ks]
-        med = np.median(w, axis=1)
-        mad = np.median(np.abs(w - med[:, None]), axis=1) * _MAD_SCALE
-        mad[mad == 0] = np.nan
-        for offset in range(stride):
-            t = ks + window + offset
-            keep = t < size
-            out[t[keep]] = (r[t[keep]] - med[keep]) / mad[keep]
+        med, mad = robust_stats(windows[ks])  # fancy indexing copies: sorting it is safe
+        # Every t from this chunk's first refresh point to the next chunk's uses the
+        # statistics of the last refresh point at or before it.
+        t0 = int(ks[0]) + window
+        t1 = min(int(ks[-1]) + window + stride, size)
+        out[t0:t1] = (r[t0:t1] - np.repeat(med, stride)[: t1 - t0]) \
+            / np.repeat(mad, stride)[: t1 - t0]
     return out
 
 

@@ -24,12 +24,13 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from analysis import indicators as ind
+from analysis.alerts import AlertConfig, AlertEngine
 from analysis.analyze import check_output_path
 from analysis.downsample import M4Downsampler
 from analysis.errors import AnalysisError, EmptyLogError
 from analysis.streaming import IndicatorSpec, StreamingIndicators, symbol_codes
 from analysis.summary import BarBuilder, ContentHash, SymbolSummary
-from recorder.log import Log, atomic_path, iso_ns
+from recorder.log import SCHEMA, Log, atomic_path, iso_ns
 
 __all__ = ["ReportConfig", "build_report", "choose_interval"]
 
@@ -37,6 +38,10 @@ INTERVALS = [("1s", 1), ("5s", 5), ("15s", 15), ("1m", 60), ("5m", 300), ("15m",
              ("1h", 3600), ("4h", 14400), ("1d", 86400), ("1w", 604800)]
 MAX_BARS = 600
 MAX_ANOMALY_MARKERS = 200
+MAX_ALERT_MARKERS = 500  # per symbol and rule: the first ones in seq order; all are counted
+# Marker shape per alert rule on the price charts (colour: Plotly's default per trace).
+ALERT_MARKERS = {"price_move": "triangle-up", "zscore": "diamond", "volume_spike": "square",
+                 "sma_cross": "circle-open", "silence": "hourglass", "trade_id_gap": "star"}
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -51,6 +56,7 @@ class ReportConfig:
     anomaly_threshold: float = 8.0
     buckets: int = 2_000  # downsampling buckets per series
     batch_rows: int = 262_144
+    alert_rules: AlertConfig = field(default_factory=AlertConfig)  # `--rules`; defaults
 
     def __post_init__(self) -> None:
         if not 100 <= self.buckets <= 100_000:
@@ -81,6 +87,8 @@ class _SymbolParts:
     price: M4Downsampler
     smas: dict[int, M4Downsampler]
     anomalies: list[tuple[float, int, int, float]] = field(default_factory=list)  # (-|z|, seq, ts, p)
+    alert_counts: dict[str, int] = field(default_factory=dict)  # rule -> alerts
+    alert_marks: dict[str, list[tuple[int, float, str]]] = field(default_factory=dict)  # (ts, p, msg)
 
 
 def _collect(config: ReportConfig, log: Log, interval_ns: int, t0: int, t1: int,
@@ -90,10 +98,12 @@ def _collect(config: ReportConfig, log: Log, interval_ns: int, t0: int, t1: int,
                          anomaly_threshold=config.anomaly_threshold,
                          anomaly_stride=max(1, config.anomaly_window // 4))
     engine = StreamingIndicators(spec)
+    alert_engine = AlertEngine(config.alert_rules, log.name)
+    columns = list(SCHEMA.names) + (["trade_id"] if "trade_id" in log.columns else [])
     hasher = ContentHash()
     parts: dict[str, _SymbolParts] = {}
     done = 0
-    for batch in log.iter_batches(batch_rows=config.batch_rows):
+    for batch in log.iter_batches(batch_rows=config.batch_rows, columns=columns):
         hasher.update(batch)
         ts = batch.column("ts").cast(pa.int64()).to_numpy()
         price = batch.column("price").to_numpy()
@@ -123,6 +133,13 @@ def _collect(config: ReportConfig, log: Log, interval_ns: int, t0: int, t1: int,
                                           strict=True))
                 part.anomalies.sort()
                 del part.anomalies[MAX_ANOMALY_MARKERS:]
+        first_seq = int(seq[0])
+        for alert in alert_engine.update(batch):
+            part = parts[alert.symbol]
+            part.alert_counts[alert.rule] = part.alert_counts.get(alert.rule, 0) + 1
+            marks = part.alert_marks.setdefault(alert.rule, [])
+            if len(marks) < MAX_ALERT_MARKERS:
+                marks.append((alert.ts, float(price[alert.seq - first_seq]), alert.message))
         done += batch.num_rows
         if progress:
             progress(done, log.events)
@@ -147,6 +164,13 @@ def _price_figure(name: str, part: _SymbolParts) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=_ms(np.array([a[2] for a in marks])), y=[a[3] for a in marks], mode="markers",
             name="anomaly", marker={"color": "#d62728", "size": 8, "symbol": "x"}))
+    for rule, points in sorted(part.alert_marks.items()):
+        fig.add_trace(go.Scatter(
+            x=_ms(np.array([m[0] for m in points])), y=[m[1] for m in points],
+            mode="markers", name=f"alert: {rule}", text=[m[2] for m in points],
+            hoverinfo="x+y+text",
+            marker={"size": 10, "symbol": ALERT_MARKERS.get(rule, "circle"),
+                    "line": {"width": 1}}))
     fig.update_layout(title=f"{name}: price and SMA (min/max per bucket)", xaxis_type="date",
                       height=420, template="plotly_white", margin={"t": 50, "b": 40})
     return fig
@@ -215,19 +239,20 @@ def _fmt(value: Any, kind: str = "num") -> str:
     return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.2f}"
 
 
-def _summary_table(symbols: dict[str, dict[str, Any]]) -> str:
+def _summary_table(symbols: dict[str, dict[str, Any]], rules: list[str]) -> str:
     rows = [("events", "events", "int"), ("first", "first_ts", "ts"), ("last", "last_ts", "ts"),
             ("open", "open", "num"), ("high", "high", "num"), ("low", "low", "num"),
             ("close", "close", "num"), ("return", "return", "pct"),
             ("volatility (ann.)", "volatility_annualized", "pctu"), ("VWAP", "vwap", "num"),
             ("volume", "volume", "num"), ("max drawdown", "max_drawdown", "pct"),
             ("anomalies", "anomalies", "int")]
+    rows += [(f"alerts: {rule}", f"alerts.{rule}", "int") for rule in rules]
     head = "".join(f"<th>{html.escape(s)}</th>" for s in symbols)
     body = []
     for label, key, kind in rows:
         cells = []
         for stats in symbols.values():
-            value = stats[key]
+            value = stats["alerts"][key[7:]] if key.startswith("alerts.") else stats[key]
             text = html.escape(str(value)) if kind == "ts" else _fmt(value, kind)
             cells.append(f"<td>{text}</td>")
         body.append(f"<tr><th scope='row'>{label}</th>{''.join(cells)}</tr>")
@@ -273,16 +298,20 @@ def build_report(config: ReportConfig,
                                 "candles; choose at least 1/20000 of the span")
     digest, parts = _collect(config, log, interval_ns, info.first_ts, info.last_ts, progress)
     bars = {name: part.bars.bars() for name, part in sorted(parts.items())}
+    rules = [r.name for r in config.alert_rules.enabled]
     symbols = {name: {**part.summary.to_json(), "first_ts": iso_ns(part.summary.first_ts),
-                      "last_ts": iso_ns(part.summary.last_ts)}
+                      "last_ts": iso_ns(part.summary.last_ts),
+                      "alerts": {r: part.alert_counts.get(r, 0) for r in rules}}
                for name, part in sorted(parts.items())}
     summary = {
         "log": log.name, "content_sha256": digest, "events": info.events,
         "first_ts": iso_ns(info.first_ts), "last_ts": iso_ns(info.last_ts),
         "interval": interval, "symbols": symbols, "ticktape": info.metadata,
         "venues": _venues(log),
+        "alerts": {r: sum(s["alerts"][r] for s in symbols.values()) for r in rules},
         "options": {"sma": list(config.sma), "anomaly_window": config.anomaly_window,
-                    "anomaly_threshold": config.anomaly_threshold, "buckets": config.buckets},
+                    "anomaly_threshold": config.anomaly_threshold, "buckets": config.buckets,
+                    "alert_rules": config.alert_rules.to_json()},
     }
     figures: list[tuple[str, go.Figure]] = []
     for name, part in sorted(parts.items()):
@@ -339,7 +368,7 @@ def _html_page(summary: dict[str, Any], figures: list[tuple[str, go.Figure]]) ->
 · {_origin(summary)}</div>
 <div>content SHA-256 <code>{summary['content_sha256']}</code></div></header>
 <main>
-<section><h2>Summary</h2>{_summary_table(summary['symbols'])}
+<section><h2>Summary</h2>{_summary_table(summary['symbols'], list(summary['alerts']))}
 <details><summary>{"Generator parameters (regenerate with <code>ticktape verify --regenerate</code>)"
                      if simulated else "Log metadata"}</summary>
 <pre>{params}</pre></details></section>

@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 SUITES = {"record": "bench.record_bench", "analysis": "bench.analysis_bench",
-          "replay": "bench.replay_bench", "follow": "bench.follow_bench"}
+          "replay": "bench.replay_bench", "follow": "bench.follow_bench",
+          "alerts": "bench.alerts_bench", "import": "bench.import_bench"}
 
 
 def main() -> int:

@@ -7,12 +7,21 @@ import sys
 from collections.abc import Sequence
 
 from recorder.errors import TicktapeError
-from ticktape import __version__, cmd_analysis, cmd_log, cmd_record, cmd_replay, cmd_watch
+from ticktape import (
+    __version__,
+    cmd_alerts,
+    cmd_analysis,
+    cmd_import,
+    cmd_log,
+    cmd_record,
+    cmd_replay,
+    cmd_watch,
+)
 
 __all__ = ["build_parser", "main"]
 
 # Each command module contributes `register(subparsers)`; the parser's `run` does the work.
-COMMAND_MODULES = [cmd_record, cmd_log, cmd_replay, cmd_watch, cmd_analysis]
+COMMAND_MODULES = [cmd_record, cmd_log, cmd_import, cmd_replay, cmd_watch, cmd_analysis, cmd_alerts]
 
 
 def build_parser() -> argparse.ArgumentParser:

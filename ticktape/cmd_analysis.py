@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from analysis.alerts import load_rules
 from analysis.analyze import AnalyzeConfig, analyze
 from analysis.errors import AnalysisError
 from analysis.report import ReportConfig, build_report
@@ -55,7 +56,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "report", help="write a self-contained HTML report of a log",
         description="One HTML page (plotly.js inline, works offline): price with SMA, "
-                    "candles and volume, returns, volatility, anomalies and a summary. The "
+                    "candles and volume, returns, volatility, anomalies, alerts and a "
+                    "summary. The "
                     "same log and options give the same bytes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("log", metavar="LOG", type=Path)
@@ -68,6 +70,9 @@ def register(sub: Any) -> None:
     p.add_argument("--anomaly-threshold", type=float, default=8.0, help="|z| that flags")
     p.add_argument("--buckets", type=int, default=2_000,
                    help="display buckets per series (min/max kept in each)")
+    p.add_argument("--rules", type=Path, metavar="FILE",
+                   help="alert rules TOML marked on the price charts and counted in the "
+                        "summary (default: the documented defaults; see `ticktape alerts`)")
     p.set_defaults(run=run_report)
 
 
@@ -96,7 +101,8 @@ def run_report(args: argparse.Namespace) -> int:
         raise AnalysisError(f"--interval: {exc}") from exc
     config = ReportConfig(log=args.log, out=args.output, summary_json=args.json, sma=args.sma,
                           interval_s=interval, anomaly_window=args.anomaly_window,
-                          anomaly_threshold=args.anomaly_threshold, buckets=args.buckets)
+                          anomaly_threshold=args.anomaly_threshold, buckets=args.buckets,
+                          alert_rules=load_rules(args.rules))
     bar = ProgressBar(f"reporting {args.log.name}")
     try:
         summary = build_report(config, progress=bar)

@@ -7,7 +7,8 @@ import importlib
 
 SUITES = {"record": "bench.record_bench", "analysis": "bench.analysis_bench",
           "replay": "bench.replay_bench", "follow": "bench.follow_bench",
-          "alerts": "bench.alerts_bench", "import": "bench.import_bench"}
+          "alerts": "bench.alerts_bench", "import": "bench.import_bench",
+          "fleet": "bench.fleet_bench", "alerts-replay": "bench.alerts_replay_bench"}
 
 
 def main() -> int:

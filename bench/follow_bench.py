@@ -88,7 +88,7 @@ def _measure(journal_rows: int, followers: int) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> None:
-    report = header("Follow: cost of one poll of a live log (all followers together)")
+    report = header("Follow mode — cost of one poll of a live log (all followers together)")
     sizes = [1_000, 100_000] if quick else [1_000, 1_000_000]
     results: dict[tuple[int, int], float] = {}
     for rows in sizes:

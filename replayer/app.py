@@ -8,25 +8,31 @@ import functools
 import hmac
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from recorder.errors import TicktapeError
 from recorder.log import Log, LogInfo
+from replayer.alerting import Alerting
 from replayer.broadcast import Channel
 from replayer.catalog import Catalog
 from replayer.config import ServerConfig
 from replayer.encoding import MALFORMED_EVENT, RESERVED_PREFIX, FastPacket
-from replayer.errors import BadRequest, NotAllowed, ReplayError, safe_message, shown
-from replayer.metrics import Metrics
+from replayer.errors import BadRequest, NotAllowed, ReplayError, Unavailable, safe_message, shown
+from replayer.fleet import Fleet, FleetBroadcast
+from replayer.metrics import SYNC_INTERVAL, Metrics
+from replayer.overview import register as register_overview
 from replayer.protocol import SubscribeRequest, parse_control, parse_subscribe
 from replayer.sinks import ClientSink
 from replayer.stream import ClientStream
+from replayer.webhook import Webhooks
 
 __all__ = ["STATE", "ReplayServer", "make_app"]
 
@@ -89,14 +95,29 @@ class ReplayServer:
         self.config = config
         self.catalog = Catalog(config.path)
         self.metrics = Metrics()
+        self.webhooks = Webhooks(
+            config.alert_webhooks, metrics=self.metrics, timeout=config.webhook_timeout,
+            retries=config.webhook_retries, backoff=config.webhook_backoff,
+            queue_size=config.webhook_queue) if config.alert_webhooks else None
+        self.alerting = Alerting(config.alert_rules,
+                                 None if self.webhooks is None else self.webhooks.offer)
         origins: Any = list(config.cors_origins) or []
         if "*" in config.cors_origins:
             origins = "*"
+        # Fleet mode: broadcasts through Redis (replayer/fleet.py), and WebSocket only: a
+        # polling client's requests would land on different processes without sticky sessions.
+        self.fleet = None if config.redis_url is None else Fleet(
+            config=config, metrics=self.metrics, on_detach=self._detach)
+        fleet_options: dict[str, Any] = {} if self.fleet is None else {
+            "client_manager": self.fleet.manager, "transports": ["websocket"]}
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp", serializer=FastPacket, cors_allowed_origins=origins,
-            logger=False, engineio_logger=False, max_http_buffer_size=64 * 1024)
+            logger=False, engineio_logger=False, max_http_buffer_size=64 * 1024, **fleet_options)
+        if self.fleet is not None:
+            self.fleet.attach(self.sio)
         self.streams: dict[str, ClientStream] = {}  # sid -> its own stream
-        self.members: dict[str, Channel] = {}  # sid -> the broadcast it listens to
+        # sid -> the broadcast it listens to (a FleetBroadcast in fleet mode)
+        self.members: dict[str, Channel | FleetBroadcast] = {}
         self.channels: dict[tuple[Any, ...], Channel] = {}  # broadcast key -> playing channel
         # Finding or starting a channel spans awaits (its first read): two first subscribers
         # of the same broadcast would otherwise start two channels.
@@ -147,7 +168,10 @@ class ReplayServer:
         if stream is not None:
             await stream.close()
         channel = self.members.pop(sid, None)
-        if channel is not None:
+        if isinstance(channel, FleetBroadcast):
+            assert self.fleet is not None
+            await self.fleet.leave(channel, sid)
+        elif channel is not None:
             channel.leave(sid)
             if channel.members == 0:
                 self._forget_channel(channel)
@@ -159,7 +183,7 @@ class ReplayServer:
             if known is channel:
                 del self.channels[key]
 
-    def _detach(self, channel: Channel, sid: str) -> None:
+    def _detach(self, channel: Channel | FleetBroadcast, sid: str) -> None:
         """The channel dropped a slow consumer: the client holds no stream any more."""
         if self.members.get(sid) is channel:
             del self.members[sid]
@@ -167,9 +191,13 @@ class ReplayServer:
     @_ack_errors
     async def on_subscribe(self, sid: str, payload: Any) -> dict[str, Any]:
         request = parse_subscribe(payload)
-        if request.broadcast and request.from_seq:
+        request = replace(request, alerts=self.alerting.select(request.alerts))
+        if request.alerts and request.broadcast and self.fleet is not None:
+            raise BadRequest("alerts are not available on a fleet broadcast (--redis) yet; "
+                             "subscribe with mode 'stream' for alerts")
+        if request.broadcast and request.from_seq and self.fleet is None:
             raise BadRequest("broadcast streams start where the shared clock is; "
-                             "from_seq applies to mode 'stream'")
+                             "from_seq applies to mode 'stream' (or to a fleet's broadcast)")
         log = self.catalog.get(request.log)
         info = await asyncio.to_thread(_refreshed_info, log)
         if request.from_seq > info.events:
@@ -182,13 +210,20 @@ class ReplayServer:
                                  f"{', '.join(shown(s) for s in sorted(unknown)[:5])}")
         await self._drop(sid)  # a new subscribe replaces the current stream
         sink = ClientSink(self.sio, sid, request.encoding)
-        if request.broadcast:
+        if request.broadcast and self.fleet is not None:
+            try:
+                self.members[sid] = await self.fleet.join(log, request, sink)
+            except ValueError as exc:  # from_seq too far behind the broadcast
+                raise BadRequest(str(exc)) from exc
+            except RedisError as exc:
+                raise Unavailable("the fleet's Redis cannot be reached; try again") from exc
+        elif request.broadcast:
             channel = await self._channel(log, request)
             channel.join(sink)
             self.members[sid] = channel
         else:
             stream = ClientStream(log=log, request=request, config=self.config,
-                                  metrics=self.metrics, sink=sink)
+                                  metrics=self.metrics, sink=sink, alerting=self.alerting)
             await stream.start()  # LogError if the log cannot be read from from_seq
             self.streams[sid] = stream
         return {"ok": True, "log": info.to_json() | {"path": None},
@@ -198,14 +233,15 @@ class ReplayServer:
         """The playing channel for this broadcast, started if there is none. Registered only
         once started: a channel that cannot start leaves nothing behind for later joiners
         (each of them tries again, and gets the error too)."""
-        key = (log.name, request.speed, request.sma, request.symbols, request.loop)
+        key = (log.name, request.speed, request.sma, request.symbols, request.loop,
+               request.alerts)
         async with self._channels_lock:
             channel = self.channels.get(key)
             if channel is not None and channel.state != "ended":
                 return channel
             channel = Channel(log=log, request=request, config=self.config,
                               metrics=self.metrics, on_detach=self._detach,
-                              on_finish=self._forget_channel)
+                              on_finish=self._forget_channel, alerting=self.alerting)
             await channel.start()
             self.channels[key] = channel
             return channel
@@ -242,12 +278,15 @@ class ReplayServer:
     # -- lifecycle ----------------------------------------------------------------------
     async def shutdown(self) -> None:
         """SIGTERM: every stream ends with a status, every client is disconnected."""
-        players: dict[int, ClientStream | Channel] = {id(s): s for s in self.streams.values()}
+        players: dict[int, ClientStream | Channel | FleetBroadcast] = {
+            id(s): s for s in self.streams.values()}
         players |= {id(c): c for c in [*self.members.values(), *self.channels.values()]}
         await asyncio.gather(*(p.shutdown() for p in players.values()), return_exceptions=True)
         self.streams.clear()
         self.members.clear()
         self.channels.clear()
+        if self.fleet is not None:
+            await self.fleet.shutdown()
         for sid in list(self.sio.manager.get_participants("/", None)):
             with contextlib.suppress(Exception):
                 await self.sio.disconnect(sid[0])
@@ -316,8 +355,24 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def _log_gaps(catalog: Catalog) -> dict[str, tuple[int, int]]:
+    """Per served log with any: (trade-id gaps noted, trades still missing), from its
+    segments' metadata (already read: no file is opened)."""
+    out: dict[str, tuple[int, int]] = {}
+    for name in catalog.names:
+        with contextlib.suppress(TicktapeError):
+            noted = [g for seg in catalog.get(name).segments
+                     for g in seg.metadata.get("segment", {}).get("gaps", [])]
+            if noted:
+                # "missing": the id ranges [first, last] still missing (docs/feeds.md).
+                lost = sum(last - first + 1 for g in noted for first, last in g.get("missing", []))
+                out[name] = (len(noted), lost)
+    return out
+
+
 async def _metrics(request: web.Request) -> web.Response:
-    text = request.app[STATE].metrics.render()
+    server = request.app[STATE]
+    text = server.metrics.render(_log_gaps(server.catalog))
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
@@ -338,6 +393,7 @@ def make_app(config: ServerConfig) -> web.Application:
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     app.router.add_get("/api/logs", _logs)
     app.router.add_get("/api/logs/{name}", _log)
+    register_overview(app, server.catalog, server.metrics.errors)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_route("*", "/{tail:.*}", _not_found)
@@ -346,7 +402,33 @@ def make_app(config: ServerConfig) -> web.Application:
         await server.shutdown()
 
     app.on_shutdown.append(_on_shutdown)
+    app.cleanup_ctx.append(_background)
+    if server.webhooks is not None:
+        app.cleanup_ctx.append(server.webhooks.lifetime)
     return app
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The fleet's Redis listener, and the copy of metrics into the shared files under
+    --workers: started with the app, stopped (after the shutdown of every stream) with it."""
+    server = app[STATE]
+    if server.fleet is not None:
+        await server.fleet.start()
+    sync = asyncio.create_task(_sync_metrics(server.metrics)) \
+        if server.metrics.multiprocess else None
+    yield
+    if sync is not None:
+        sync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sync
+    if server.fleet is not None:
+        await server.fleet.close()
+
+
+async def _sync_metrics(metrics: Metrics) -> None:
+    while True:
+        metrics.sync()
+        await asyncio.sleep(SYNC_INTERVAL)
 
 
 def token_from_env(explicit: str | None) -> str | None:

@@ -1,7 +1,8 @@
 """A broadcast channel: one replay on one shared clock, heard by every client that joins.
 
 A late joiner first receives the recent window (the last `recent_ticks` ticks sent) at once,
-then the live batches, with no gap. A broadcast never waits for one client: one that holds
+then the live batches, with no gap (and the `alert` events of those live batches, when the
+channel runs rules: its key includes them). A broadcast never waits for one client: one that holds
 `BROADCAST_SLACK` windows of batches is dropped with a `status` saying so (`slow_consumer`),
 detached from the channel, and can resubscribe with `from_seq` on its own clock. A channel
 left without members stops.
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from recorder.log import Log
+from replayer.alerting import Alerting
 from replayer.config import ServerConfig
 from replayer.cursor import Chunk
 from replayer.metrics import Metrics
@@ -37,11 +39,11 @@ class Channel(Player):
 
     def __init__(self, *, log: Log, request: SubscribeRequest, config: ServerConfig,
                  metrics: Metrics, on_detach: Callable[[Channel, str], None],
-                 on_finish: Callable[[Channel], None]) -> None:
+                 on_finish: Callable[[Channel], None], alerting: Alerting | None = None) -> None:
         # Members may want either encoding: JSON columns are prepared for every chunk, and
         # batches stay at the JSON size.
         super().__init__(log=log, request=request, config=config, metrics=metrics,
-                         max_batch=config.max_batch, prepare_json=True)
+                         max_batch=config.max_batch, prepare_json=True, alerting=alerting)
         self.on_detach, self.on_finish = on_detach, on_finish
         self.sinks: list[Sink] = []
         self._joiners: list[Sink] = []
@@ -84,16 +86,22 @@ class Channel(Player):
     async def _deliver(self, chunk: Chunk, start: int, stop: int) -> None:
         encoded: dict[str, str | list[object]] = {}
         dropped: list[Sink] = []
+        heard: list[Sink] = []
         for sink in list(self.sinks):
             depth = sink.depth()
             self.metrics.queue_depth[sink.sid] = depth
-            if depth >= BROADCAST_SLACK * self.config.window:
+            if depth >= BROADCAST_SLACK * self.window:
                 dropped.append(sink)
                 continue
             if sink.encoding not in encoded:
                 encoded[sink.encoding] = self._encoded(chunk, start, stop, sink.encoding)
             size = await sink.send(encoded[sink.encoding])
             self.metrics.sent(stop - start, size)
+            heard.append(sink)
+        alerts = self._alerts(chunk, start, stop)
+        self._alert_packets.append(len(alerts))
+        if alerts:  # the channel's key includes its rules: every member asked for these
+            await self._send_alerts(heard, alerts)
         for sink in dropped:
             await self._drop(sink)
         self._remember(chunk.batch.slice(start, stop - start), chunk.sma[start:stop])

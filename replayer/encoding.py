@@ -16,8 +16,11 @@ import orjson
 import pyarrow as pa
 from socketio import packet as sio_packet
 
-__all__ = ["MALFORMED_EVENT", "RESERVED_PREFIX", "FastPacket", "JsonColumns", "OrjsonShim", "arrow_ticks",
-           "json_ticks", "ticks_packet", "ticks_schema"]
+__all__ = ["CARRIED", "MALFORMED_EVENT", "RESERVED_PREFIX", "FastPacket", "JsonColumns", "OrjsonShim",
+           "arrow_ticks", "json_ticks", "ticks_packet", "ticks_schema"]
+
+# Optional log columns a replay carries through to clients when the log has them (real data).
+CARRIED = ("trade_id", "venue")
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # An event name no client can send (it is not valid JSON input we would produce): the
@@ -96,6 +99,9 @@ class JsonColumns:
             self.symbol_codes = symbols[0]
             self.symbol_names = np.array([orjson.dumps(s) for s in symbols[1]], dtype=object)
         self.side_codes, self.side_names = self._strings(batch.column(5))
+        # Carried optional columns (trade_id, venue), after the required six.
+        self.extra = [(orjson.dumps(name), *self._strings(batch.column(i)))
+                      for i, name in enumerate(batch.schema.names) if i >= 6]
 
     @staticmethod
     def _strings(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +124,10 @@ class JsonColumns:
             b',"price":', dumps(self.price[start:stop], option=_NUMPY),
             b',"size":', dumps(self.size[start:stop], option=_NUMPY),
             b',"side":', self._join(self.side_names, self.side_codes[start:stop]),
-            b',"sma":', dumps(sma, option=_NUMPY), b"}",
+            b',"sma":', dumps(sma, option=_NUMPY),
+            *(part for key, codes, names in self.extra
+              for part in (b",", key, b":", self._join(names, codes[start:stop]))),
+            b"}",
         ]))
 
 
@@ -128,15 +137,17 @@ def json_ticks(log: str, batch: pa.RecordBatch, sma: np.ndarray) -> orjson.Fragm
     return JsonColumns(log, batch, ts).ticks(0, batch.num_rows, sma)
 
 
-def ticks_schema(log: str) -> pa.Schema:
+def ticks_schema(log: str, carried: tuple[str, ...] = ()) -> pa.Schema:
+    """The Arrow `ticks` schema: the log's six columns, `sma`, then the carried ones."""
     from recorder.log import SCHEMA
 
-    return pa.schema([*SCHEMA, pa.field("sma", pa.float64())], metadata={"log": log})
+    return pa.schema([*SCHEMA, pa.field("sma", pa.float64()),
+                      *(pa.field(name, pa.string()) for name in carried)], metadata={"log": log})
 
 
 def arrow_ticks(schema: pa.Schema, batch: pa.RecordBatch, sma: np.ndarray) -> bytes:
     """The same batch as Arrow IPC stream bytes (one schema message, one batch)."""
-    columns = [*batch.columns, pa.array(sma, mask=np.isnan(sma))]
+    columns = [*batch.columns[:6], pa.array(sma, mask=np.isnan(sma)), *batch.columns[6:]]
     out = pa.RecordBatch.from_arrays(columns, schema=schema)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as writer:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from recorder.errors import TicktapeError
 
-__all__ = ["BadRequest", "LogError", "NotAllowed", "ReplayError", "Unauthorized", "UnknownLog",
-           "safe_message", "scrub_paths", "shown"]
+__all__ = ["BadRequest", "LogError", "NotAllowed", "ReplayError", "Unauthorized", "Unavailable",
+           "UnknownLog", "safe_message", "scrub_paths", "shown"]
 
 SHOWN_CHARS = 60  # client input quoted in a message: at most this much of its ascii() form
 MESSAGE_CHARS = 300  # any message sent to a client: at most this long
@@ -48,6 +48,12 @@ class Unauthorized(ReplayError):
     """Missing or wrong token."""
 
     code = "unauthorized"
+
+
+class Unavailable(ReplayError):
+    """Fleet mode: Redis cannot be reached to find or start a broadcast; try again."""
+
+    code = "unavailable"
 
 
 class LogError(ReplayError):

@@ -16,9 +16,11 @@ __all__ = ["ControlRequest", "SubscribeRequest", "parse_control", "parse_speed",
            "parse_subscribe", "valid_log_name"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-SUBSCRIBE_FIELDS = {"log", "speed", "from_seq", "symbols", "sma", "encoding", "loop", "mode"}
+SUBSCRIBE_FIELDS = {"log", "speed", "from_seq", "symbols", "sma", "encoding", "loop", "mode",
+                    "alerts"}
 CONTROL_FIELDS = {"action", "seq", "ts", "speed"}
 MAX_SMA = 10_000
+MAX_ALERT_RULES = 32  # names in a subscribe's `alerts` list at most
 
 
 def valid_log_name(name: object) -> bool:
@@ -75,6 +77,19 @@ class SubscribeRequest:
     encoding: Literal["json", "arrow"] = "json"
     loop: bool = False
     broadcast: bool = False
+    # true: the server's rules; a tuple: those rule names (the server resolves both into a
+    # tuple of enabled rule names, replayer/alerting.py); () or false: no alerts.
+    alerts: bool | tuple[str, ...] = ()
+
+
+def _alerts(value: Any) -> bool | tuple[str, ...]:
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, list) or len(value) > MAX_ALERT_RULES or not all(
+            isinstance(n, str) and n for n in value):
+        raise BadRequest(f"alerts must be true, false or a list of rule names (at most "
+                         f"{MAX_ALERT_RULES}), got {shown(value)}")
+    return tuple(value)
 
 
 def parse_subscribe(payload: Any) -> SubscribeRequest:
@@ -105,7 +120,7 @@ def parse_subscribe(payload: Any) -> SubscribeRequest:
     return SubscribeRequest(log=log, speed=parse_speed(data.get("speed", 1)),
                             from_seq=_int(data.get("from_seq", 0), "from_seq"),
                             symbols=symbols, sma=sma, encoding=encoding, loop=loop,
-                            broadcast=mode == "broadcast")
+                            broadcast=mode == "broadcast", alerts=_alerts(data.get("alerts", False)))
 
 
 @dataclass(frozen=True)

@@ -37,4 +37,5 @@ class ClientSink:
         return sum(len(p) for p in parts)
 
     async def emit(self, event: str, data: Any) -> None:
-        await self.sio.emit(event, data, to=self.sid)
+        # The client is on this process: in a fleet, nothing to publish to the others.
+        await self.sio.emit(event, data, to=self.sid, ignore_queue=True)

@@ -18,16 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
+from analysis.alerts import Alert
 from recorder.errors import TicktapeError
 from recorder.log import Log
+from replayer.alerting import Alerting, alert_packet, alerts_between
 from replayer.config import ServerConfig
 from replayer.cursor import Chunk, Cursor
-from replayer.encoding import ticks_packet, ticks_schema
+from replayer.encoding import CARRIED, ticks_packet, ticks_schema
 from replayer.errors import BadRequest, LogError, scrub_paths
 from replayer.metrics import Metrics
 from replayer.pacing import ReplayClock
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 EARLY = 0.0002  # emit when within 0.2 ms of due: asyncio wakes ~0.1-1 ms late anyway
 BATCH_HORIZON = 0.001  # ticks due within the next millisecond leave in the same batch
 LAG_REPORT = 1.0  # seconds behind schedule before status reports lag
+ALERT_READ_FACTOR = 4  # at "max" with alerts: read_rows x this per chunk
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -57,11 +61,20 @@ class Player:
     """The pacing core: cursor, clock, the loop that emits batches when they are due."""
 
     broadcast: ClassVar[bool] = False  # reported in `status`
+    carries_extras: ClassVar[bool] = True  # send a real log's trade_id and venue along
 
     def __init__(self, *, log: Log, request: SubscribeRequest, config: ServerConfig,
-                 metrics: Metrics, max_batch: int, prepare_json: bool) -> None:
+                 metrics: Metrics, max_batch: int, prepare_json: bool,
+                 alerting: Alerting | None = None) -> None:
         self.log, self.name, self.request = log, log.name, request
         self.config, self.metrics = config, metrics
+        # The rules this replay runs (request.alerts: names resolved by the server), or None.
+        self.alerting = alerting
+        self._alert_config = None if alerting is None or not request.alerts \
+            else alerting.engine_config(alerting.select(request.alerts))
+        # `alert` packets sent after each of the last `window` batches: flow control counts
+        # queued packets, and a batch's alerts must not count as more batches in flight.
+        self._alert_packets: deque[int] = deque(maxlen=config.window)
         self.max_batch, self.prepare_json = max_batch, prepare_json
         self.clock = ReplayClock(speed=request.speed)
         self.state = "playing"
@@ -82,7 +95,10 @@ class Player:
         # A control's `status` is sent by the loop, after the control's ack has left: the ack's
         # seq is then exactly where the next batch starts (the dashboard relies on that).
         self._status_due = False
-        self._schema = ticks_schema(self.name)
+        # Real logs' trade_id and venue go to clients too (the fleet's leader publishes the
+        # six required columns only: its relays rebuild batches from them).
+        self._carried = tuple(c for c in CARRIED if c in log.columns) if self.carries_extras else ()
+        self._schema = ticks_schema(self.name, self._carried)
         self._task: asyncio.Task[None] | None = None
         # The next chunk is read (Parquet decode + SMA, in a worker thread) while the current
         # one is sent. Held with the cursor it reads from, so a seek simply ignores it.
@@ -139,13 +155,16 @@ class Player:
 
     def _new_cursor(self, start: int) -> Cursor:
         return Cursor(self.log, start, self.request.symbols, self.request.sma,
-                      self._read_rows(), prepare_json=self.prepare_json)
+                      self._read_rows(), prepare_json=self.prepare_json,
+                      alerts=self._alert_config, carried=self._carried)
 
     def _read_rows(self) -> int:
         """Rows per read: about two seconds of events at this speed (all of a chunk at max).
         A paced stream then holds little, however many streams are open."""
         if self.clock.speed is None:
-            return self.config.read_rows
+            # With rules to run, larger reads: the rules' cost per chunk (a split by symbol,
+            # a few numpy calls per rule and symbol) then weighs less per tick.
+            return self.config.read_rows * (ALERT_READ_FACTOR if self._alert_config else 1)
         info = self.log.info()
         span_s = ((info.last_ts or 0) - (info.first_ts or 0)) / 1e9
         per_second = info.events / span_s if span_s > 0 else float(self.config.read_rows)
@@ -322,6 +341,31 @@ class Player:
         return ticks_packet(self.name, self._schema, chunk.batch.slice(start, stop - start),
                             chunk.sma[start:stop], encoding, prepared)
 
+    def _alerts(self, chunk: Chunk, start: int, stop: int) -> list[Alert]:
+        """The alerts raised by rows [start, stop) of `chunk` (computed with the chunk)."""
+        if not chunk.alerts:
+            return []
+        seq = chunk.batch.column(0)
+        return alerts_between(chunk.alerts, chunk.alert_seqs, seq[start].as_py(),
+                              seq[stop - 1].as_py())
+
+    @property
+    def window(self) -> int:
+        """Packets a client may hold queued before its stream waits: `window` batches, and
+        the alerts sent after them."""
+        return self.config.window + sum(self._alert_packets)
+
+    async def _send_alerts(self, sinks: list[Sink], alerts: list[Alert]) -> None:
+        """`alert` events, right after the `ticks` batch holding their seqs; then on to the
+        webhooks (once per alert whoever heard it)."""
+        packets = [alert_packet(a) for a in alerts]
+        for sink in sinks:
+            for packet in packets:
+                await sink.send(packet)
+            self.metrics.alerts_sent += len(packets)
+        assert self.alerting is not None  # alerts exist only where rules run
+        self.alerting.publish(alerts)
+
     async def _emit(self, chunk: Chunk, start: int, stop: int) -> None:
         epoch = self._epoch
         await self._deliver(chunk, start, stop)
@@ -353,11 +397,11 @@ class ClientStream(Player):
     """One client's own replay: its own clock, its controls, and flow control."""
 
     def __init__(self, *, log: Log, request: SubscribeRequest, config: ServerConfig,
-                 metrics: Metrics, sink: Sink) -> None:
+                 metrics: Metrics, sink: Sink, alerting: Alerting | None = None) -> None:
         arrow = request.encoding == "arrow"
         super().__init__(log=log, request=request, config=config, metrics=metrics,
                          max_batch=config.max_batch_arrow if arrow else config.max_batch,
-                         prepare_json=not arrow)
+                         prepare_json=not arrow, alerting=alerting)
         self.sink = sink
 
     def audience(self) -> list[Sink]:
@@ -374,7 +418,7 @@ class ClientStream(Player):
         while True:
             depth = sink.depth()
             self.metrics.queue_depth[sink.sid] = depth
-            if depth < self.config.window:
+            if depth < self.window:
                 return True
             if not waited:
                 self.metrics.backpressure_waits += 1
@@ -386,6 +430,10 @@ class ClientStream(Player):
     async def _deliver(self, chunk: Chunk, start: int, stop: int) -> None:
         size = await self.sink.send(self._encoded(chunk, start, stop, self.sink.encoding))
         self.metrics.sent(stop - start, size)
+        alerts = self._alerts(chunk, start, stop)
+        self._alert_packets.append(len(alerts))
+        if alerts:
+            await self._send_alerts([self.sink], alerts)
 
     async def control(self, req: ControlRequest) -> tuple[str, int]:
         """pause / resume / speed / seek; returns the state and the next seq to send, for the

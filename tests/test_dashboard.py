@@ -88,7 +88,8 @@ def test_page_loads_connects_and_draws(browser: Browser, server: ServerProcess,
     try:
         page = dash.page
         assert page.locator("#log option").all_inner_texts() == ["demo-btc (60,000 ticks)"]
-        assert page.locator("#symbol option").all_inner_texts() == ["BTC-USD", "ETH-USD"]
+        assert page.locator("#symbols label.chip").all_inner_texts() == ["BTC-USD", "ETH-USD"]
+        assert page.locator("#symbols input:checked").count() == 2  # every symbol, one chart each
         dash.play("100")
         dash.wait("__ticktape.points > 100")
         # The ticks/s readout counts the last second's arrivals, refreshed every 250 ms.

@@ -70,31 +70,45 @@ class Batch:
     size: np.ndarray
     side: list[str]
     sma: np.ndarray
+    trade_id: list[str] | None = None  # real logs: the exchange's trade ids
+    venue: list[str] | None = None  # real logs: where each trade happened
 
     def __len__(self) -> int:
         return len(self.seq)
 
     def to_arrow(self) -> pa.RecordBatch:
-        """The batch as Arrow: seq, ts (timestamp[ns, UTC]), symbol, price, size, side, sma."""
-        return pa.RecordBatch.from_arrays(
-            [pa.array(self.seq, pa.int64()), pa.array(self.ts, pa.timestamp("ns", tz="UTC")),
-             pa.array(self.symbol, pa.string()), pa.array(self.price, pa.float64()),
-             pa.array(self.size, pa.float64()), pa.array(self.side, pa.string()),
-             pa.array(self.sma, pa.float64(), from_pandas=True)],
-            names=["seq", "ts", "symbol", "price", "size", "side", "sma"])
+        """The batch as Arrow: seq, ts (timestamp[ns, UTC]), symbol, price, size, side, sma,
+        then trade_id and venue when the log carries them."""
+        columns = {
+            "seq": pa.array(self.seq, pa.int64()),
+            "ts": pa.array(self.ts, pa.timestamp("ns", tz="UTC")),
+            "symbol": pa.array(self.symbol, pa.string()),
+            "price": pa.array(self.price, pa.float64()),
+            "size": pa.array(self.size, pa.float64()),
+            "side": pa.array(self.side, pa.string()),
+            "sma": pa.array(self.sma, pa.float64(), from_pandas=True),
+        }
+        for name, values in (("trade_id", self.trade_id), ("venue", self.venue)):
+            if values is not None:
+                columns[name] = pa.array(values, pa.string())
+        return pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
 
 
 def _parse(data: Any) -> Batch:
     if isinstance(data, bytes | bytearray):
         table = pa.ipc.open_stream(data).read_all()
         col = table.column
+        names = table.schema.names
         return Batch((table.schema.metadata or {}).get(b"log", b"").decode(),
                      col("seq").to_numpy(), col("ts").cast(pa.int64()).to_numpy(),
                      col("symbol").to_pylist(), col("price").to_numpy(), col("size").to_numpy(),
-                     col("side").to_pylist(), col("sma").to_numpy())
+                     col("side").to_pylist(), col("sma").to_numpy(),
+                     col("trade_id").to_pylist() if "trade_id" in names else None,
+                     col("venue").to_pylist() if "venue" in names else None)
     return Batch(data["log"], np.asarray(data["seq"], np.int64), np.asarray(data["ts"], np.int64),
                  data["symbol"], np.asarray(data["price"], float), np.asarray(data["size"], float),
-                 data["side"], np.array(data["sma"], float))  # None -> NaN
+                 data["side"], np.array(data["sma"], float),  # None -> NaN
+                 data.get("trade_id"), data.get("venue"))
 
 
 @dataclass
@@ -107,6 +121,9 @@ class _Subscription:
     seeking: bool = False  # a seek is in flight: one jump is expected
     seek_to: int | None = None
     done: bool = False
+    # A broadcast joined without from_seq starts where the shared clock is (its recent
+    # window): its first batch may start at any seq; from then on every seq follows.
+    anywhere: bool = False
 
     @property
     def filtered(self) -> bool:
@@ -293,7 +310,9 @@ class Client:
             return
         first, steps = int(batch.seq[0]), np.diff(batch.seq)
         inside = bool(np.all(steps > 0) if sub.filtered else np.all(steps == 1))
-        if first == sub.next_seq or (sub.filtered and first > sub.next_seq):
+        if sub.anywhere and first >= sub.next_seq:
+            sub.anywhere = False
+        elif first == sub.next_seq or (sub.filtered and first > sub.next_seq):
             if sub.seeking and first == sub.seek_to:
                 sub.seeking = False
         elif sub.seeking and (sub.seek_to is None or first == sub.seek_to
@@ -357,14 +376,20 @@ class Client:
 
     async def subscribe(self, log: str, *, speed: float | str = 1.0, from_seq: int = 0,
                         symbols: list[str] | None = None, sma: int = 5,
-                        encoding: Literal["json", "arrow"] = "json") -> AsyncIterator[Batch]:
-        """Stream `log` until `end`: every seq once, in order, across reconnects."""
+                        encoding: Literal["json", "arrow"] = "json",
+                        mode: Literal["stream", "broadcast"] = "stream") -> AsyncIterator[Batch]:
+        """Stream `log` until `end`: every seq once, in order, across reconnects. A broadcast
+        (`mode="broadcast"`) without `from_seq` starts where its shared clock is; after a
+        reconnect it resumes with `from_seq` (a fleet's broadcast accepts it)."""
         payload: dict[str, Any] = {"log": log, "speed": speed, "from_seq": from_seq, "sma": sma,
                                    "encoding": encoding}
         if symbols:
             payload["symbols"] = list(symbols)
+        if mode == "broadcast":
+            payload["mode"] = mode
         self._finish(None)  # a new subscribe replaces the current stream
-        sub = self._sub = _Subscription(payload, next_seq=from_seq)
+        sub = self._sub = _Subscription(payload, next_seq=from_seq,
+                                        anywhere=mode == "broadcast" and not from_seq)
         self.end = None
         try:
             ack = await self._call("subscribe", payload)

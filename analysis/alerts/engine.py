@@ -83,8 +83,10 @@ class AlertEngine:
             raise AlertError(f"cannot warm up to seq {seq}: log {log.name} holds "
                              f"{self._next_seq} events")
 
-    def update(self, batch: pa.RecordBatch) -> list[Alert]:
-        """The alerts raised by this batch's events (the batch starts at `next_seq`)."""
+    def update(self, batch: pa.RecordBatch, *,
+               codes: tuple[np.ndarray, list[str]] | None = None) -> list[Alert]:
+        """The alerts raised by this batch's events (the batch starts at `next_seq`).
+        `codes`: the batch's `symbol_codes`, when the caller has them already."""
         rows = batch.num_rows
         if rows == 0:
             return []
@@ -101,7 +103,7 @@ class AlertEngine:
         ts = batch.column("ts").cast(pa.int64()).to_numpy()
         price = batch.column("price").to_numpy()
         size = batch.column("size").to_numpy()
-        codes, names = symbol_codes(batch.column("symbol"))
+        symbols, names = codes if codes is not None else symbol_codes(batch.column("symbol"))
         ids, ids_ok = (_numeric_ids(batch.column("trade_id")) if has_ids and self._wants_ids
                        else (None, None))
         found: list[tuple[int, int, Alert]] = []
@@ -112,9 +114,9 @@ class AlertEngine:
             if not allowed:
                 continue
             idx = (None if len(allowed) == len(names)
-                   else np.flatnonzero(np.isin(codes, allowed)))
+                   else np.flatnonzero(np.isin(symbols, allowed)))
             piece = _slice(idx, ts, price, size, ids, ids_ok)
-            self._collect(found, order, rule, _LOG_KEY, piece, idx, first_seq, (codes, names))
+            self._collect(found, order, rule, _LOG_KEY, piece, idx, first_seq, (symbols, names))
 
         for code, name in enumerate(names):
             rules = self._per_symbol.get(name)
@@ -123,7 +125,7 @@ class AlertEngine:
                     (order, rule) for order, rule in self._rules if rule.config.applies_to(name)]
             if not rules:
                 continue
-            idx = None if len(names) == 1 else np.flatnonzero(codes == code)
+            idx = None if len(names) == 1 else np.flatnonzero(symbols == code)
             piece = _slice(idx, ts, price, size, ids, ids_ok)
             for order, rule in rules:
                 self._collect(found, order, rule, name, piece, idx, first_seq, name)

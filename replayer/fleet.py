@@ -1,0 +1,562 @@
+"""Fleet mode (`ticktape replay --redis URL`): processes serving the same logs share
+broadcasts through Redis (docs/operations.md#a-fleet).
+
+A broadcast is one (log, speed, sma, symbols, loop). Every process holding members of it
+keeps a `FleetBroadcast`: a `Relay` (its members) and a lease loop. Exactly one process of
+the fleet plays it, the holder of its lease (`SET lease token NX PX ttl`, renewed every
+`POLL` s): its `FleetChannel` publishes each batch to python-socketio's Redis channel as an
+emit to the broadcast's room, in one Lua script that also checks the lease, compares and
+sets the broadcast's position (the first seq not yet emitted) and publishes: a batch is
+published exactly when the position moves past it. Every process's python-socketio manager
+(`FleetManager`) hands the room's messages to its relay, which delivers them in order and
+repairs loss and repetition by position (see relay.py).
+
+A leader that dies stops renewing; within `LEASE_TTL` + `POLL` another process holding
+members takes the lease and plays on from the recorded position. A leader that stops
+(SIGTERM) hands the lease back at once. When no process has members any more (each
+announces its members in a sorted set with an expiry), the leader stops and the broadcast's
+keys go. If Redis restarts empty, the leader (or any process, if the leader is gone) writes
+the position it knows back.
+
+Keys, per broadcast (`{id}` keeps them in one cluster slot):
+`ticktape:{id}:lease` (the leader's token), `ticktape:{id}:state` (hash: `next`, the first
+position not yet emitted; `ended`), `ticktape:{id}:procs` (zset: process token -> expiry ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import socketio
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+from socketio import packet as sio_packet
+
+from recorder.log import Log
+from replayer.config import ServerConfig
+from replayer.cursor import Chunk
+from replayer.encoding import FastPacket
+from replayer.metrics import Metrics
+from replayer.protocol import SubscribeRequest
+from replayer.relay import LAP, Item, Relay, batch_from_json, vpos
+from replayer.sinks import Sink
+from replayer.stream import Player
+
+__all__ = ["LEASE_TTL", "POLL", "ROOM_PREFIX", "Fleet", "FleetBroadcast", "FleetManager",
+           "broadcast_id", "redis_options"]
+
+logger = logging.getLogger(__name__)
+LEASE_TTL = 2.0  # s: a dead leader is replaced within LEASE_TTL + POLL (+ its first read)
+POLL = 0.25  # s between lease renewals and takeover attempts
+MEMBERS_TTL = 2.0  # s: a process's announcement of members lapses this long after its last
+STATE_TTL = 30.0  # s: a broadcast nobody renews is forgotten after this long
+RETRY = 0.1  # s between attempts to publish a batch while Redis does not answer
+ROOM_PREFIX = "ticktape:bcast:"
+
+# Every process: announce or withdraw members, then tell what to do.
+#   follow: a leader plays it; takeover: it has no leader, play on from `next`;
+#   start: none is playing, play from ARGV[2]; ended: it ended; wait: try again.
+_JOIN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) * 4)
+else
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+if ARGV[7] == 'leave' then return {'left', ''} end
+local holder = redis.call('GET', KEYS[1])
+local nxt = redis.call('HGET', KEYS[2], 'next')
+local ended = redis.call('HGET', KEYS[2], 'ended')
+if holder then
+  if nxt and not ended then return {'follow', nxt} end
+  return {'wait', ''}
+end
+if nxt and not ended then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  return {'takeover', nxt}
+end
+if ended and ARGV[7] == 'poll' then return {'ended', ''} end
+if ARGV[7] == 'poll' and ARGV[2] == '-1' then return {'wait', ''} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'next', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return {'start', ARGV[2]}
+"""
+
+# The leader, every POLL: keep the lease (taking it back if Redis lost it), restore the
+# position if Redis lost it, and count the processes that still have members. -1: lost.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[5] == '1' then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[4]) * 4)
+else
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+if redis.call('HEXISTS', KEYS[2], 'next') == 0 then
+  redis.call('HSET', KEYS[2], 'next', ARGV[6])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+return redis.call('ZCARD', KEYS[3])
+"""
+
+# The leader, for every batch: publish it exactly when the position moves past it.
+#   1: published; 0: published before (a retry whose first answer was lost); -1: not leader.
+_PUBLISH = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return -1 end
+local cur = redis.call('HGET', KEYS[2], 'next')
+if cur and cur ~= ARGV[2] then
+  if tonumber(cur) >= tonumber(ARGV[3]) and cur ~= ARGV[2] then return 0 end
+  return -1
+end
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[6]) end
+redis.call('HSET', KEYS[2], 'next', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
+
+# The leader stops: at the end of the log (ended), or with no members left anywhere (only if
+# still none: a process may have just joined), or handing over on shutdown (lease only).
+_STOP = """
+local holder = redis.call('GET', KEYS[1])
+if holder ~= ARGV[1] then return 0 end
+if ARGV[2] == 'ended' then
+  redis.call('HSET', KEYS[2], 'ended', '1')
+  redis.call('PEXPIRE', KEYS[2], 10000)
+elseif ARGV[2] == 'idle' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) > 0 then return 0 end
+  redis.call('DEL', KEYS[2])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def redis_options() -> dict[str, Any]:
+    """RESP2, explicitly: python-socketio's manager reads pub/sub messages as RESP2 replies
+    (python-socketio issue #1585: with redis-py 8's RESP3 default it loops on "Cannot
+    receive from redis"). Timeouts so a vanished Redis is noticed, not waited on."""
+    return {"protocol": 2, "socket_connect_timeout": 2.0, "health_check_interval": 5}
+
+
+def redis_url(url: str) -> str:
+    """valkey:// and valkeys:// as redis-py spells them: Valkey speaks the same protocol."""
+    parts = urlsplit(url)
+    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit(parts._replace(scheme=scheme))
+
+
+def broadcast_id(request: SubscribeRequest) -> str:
+    """The same broadcast gets the same id on every process."""
+    key = [request.log, request.speed, request.sma, request.symbols, request.loop]
+    return hashlib.sha256(orjson.dumps(key)).hexdigest()[:20]
+
+
+class FleetManager(socketio.AsyncRedisManager):
+    """python-socketio's Redis manager; a broadcast room's messages go to its relay here."""
+
+    def __init__(self, url: str, channel: str, route: Callable[[dict[str, Any]], bool]) -> None:
+        super().__init__(redis_url(url), channel=channel, redis_options=redis_options())
+        self.route = route
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        if not self.route(message):
+            await super()._handle_emit(message)
+
+
+class RoomSink:
+    """The leader's `status`, `end` (and any event a replay sends besides ticks) for every
+    member on every process: an emit to the broadcast's room through the manager."""
+
+    encoding = "json"
+
+    def __init__(self, sio: socketio.AsyncServer, room: str) -> None:
+        self.sio, self.room, self.sid = sio, room, room
+
+    def depth(self) -> int:
+        return 0
+
+    async def send(self, encoded: str | list[Any]) -> int:
+        raise NotImplementedError("ticks go out through FleetChannel._deliver")
+
+    async def emit(self, event: str, data: Any) -> None:
+        await self.sio.emit(event, data, room=self.room)
+
+
+class FleetChannel(Player):
+    """The leader's replay of a broadcast: each batch is published (see _PUBLISH), then
+    handed to this process's relay. A lost lease stops it quietly: another process plays."""
+
+    broadcast = True
+    carries_extras = False  # relays rebuild batches from the six required columns
+
+    def __init__(self, owner: FleetBroadcast, request: SubscribeRequest, position: int) -> None:
+        fleet = owner.fleet
+        super().__init__(log=owner.log, request=replace(request, from_seq=position % LAP),
+                         config=fleet.config, metrics=fleet.metrics,
+                         max_batch=fleet.config.max_batch, prepare_json=True)
+        self.owner = owner
+        self.lap = position // LAP
+        self.published = position  # the broadcast's position: first not yet emitted
+        self._room = RoomSink(fleet.sio, owner.room)
+
+    def audience(self) -> list[Sink]:
+        return [self._room]
+
+    async def _seek(self, seq: int) -> None:
+        await super()._seek(seq)
+        self.lap += 1  # only a looping broadcast seeks: back to seq 0
+
+    def _finished(self) -> None:
+        self.owner.ended()
+
+    async def _deliver(self, chunk: Chunk, start: int, stop: int) -> None:
+        assert chunk.json is not None
+        sma = chunk.sma[start:stop]
+        payload = chunk.json.ticks(start, stop, sma)
+        last = int(chunk.batch.column(0)[stop - 1].as_py())
+        prev, nxt = self.published, vpos(self.lap, last) + 1
+        fleet = self.owner.fleet
+        assert fleet.manager is not None
+        message = orjson.dumps({
+            "method": "emit", "event": "ticks", "data": [payload], "binary": False,
+            "namespace": "/", "room": self.owner.room, "skip_sid": None, "callback": None,
+            "host_id": fleet.manager.host_id, "ticktape": {"prev": prev, "next": nxt}})
+        while not self._closed:
+            try:
+                result = await fleet.script("publish", self.owner.keys, fleet.token, prev, nxt,
+                                            fleet.channel, message, _ms(LEASE_TTL), _ms(STATE_TTL))
+            except RedisError:
+                fleet.metrics.fleet_redis_errors += 1
+                await asyncio.sleep(RETRY)
+                continue
+            if result == -1:  # another process leads now: it plays on, this one stops
+                self._closed = True
+                self.owner.lost_lead(self)
+                return
+            break
+        else:
+            return
+        self.published = nxt
+        fleet.metrics.fleet_published += 1
+        fleet.metrics.fleet_published_bytes += len(message)
+        packet: str | list[Any] = FastPacket(sio_packet.EVENT, data=["ticks", payload],
+                                             namespace="/").encode()
+        self.owner.relay.offer(Item("ticks", prev=prev, next=nxt, packet=packet,
+                                    batch=chunk.batch.slice(start, stop - start), sma=sma))
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+class FleetBroadcast:
+    """One broadcast on this process: its members (relay) and, while it leads, its player."""
+
+    def __init__(self, fleet: Fleet, log: Log, request: SubscribeRequest, bid: str) -> None:
+        self.fleet, self.log, self.request, self.bid = fleet, log, request, bid
+        self.room = ROOM_PREFIX + bid
+        self.keys = [f"ticktape:{{{bid}}}:lease", f"ticktape:{{{bid}}}:state",
+                     f"ticktape:{{{bid}}}:procs"]
+        self.relay = Relay(log=log, request=request, config=fleet.config, metrics=fleet.metrics,
+                           on_detach=self._detached)
+        self.channel: FleetChannel | None = None
+        self.closed = False
+        self._ended = False
+        # Held so it is not garbage-collected; cancelled by close().
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def members(self) -> int:
+        return self.relay.members
+
+    @property
+    def leading(self) -> bool:
+        return self.channel is not None
+
+    def _detached(self, sid: str) -> None:
+        self.fleet.on_detach(self, sid)
+
+    # -- joining ---------------------------------------------------------------------------
+    async def enter(self, start: int) -> None:
+        """Find the broadcast in the fleet (or start it at `start`); the relay then knows
+        where it is. Raises RedisError if Redis cannot be reached."""
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            verdict, value = await self._join("join", start)
+            if verdict != "wait" or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        if verdict == "wait":
+            raise RedisError("the broadcast's lease is held but its position is unknown")
+        position = int(value)
+        self.relay.start(position)
+        if verdict in ("start", "takeover"):
+            await self._lead(position)
+        if self._task is None:
+            self._task = asyncio.create_task(self._watch(), name=f"fleet-{self.log.name}")
+
+    async def _join(self, mode: str, start: int) -> tuple[str, str]:
+        verdict, value = await self.fleet.script(
+            "join", self.keys, self.fleet.token, start, _ms(LEASE_TTL), _ms(STATE_TTL),
+            _ms(MEMBERS_TTL), 1 if self.members or mode == "join" else 0, mode)
+        return _text(verdict), _text(value)
+
+    async def _lead(self, position: int) -> None:
+        if self.channel is not None:
+            return
+        channel = FleetChannel(self, self.request, position)
+        try:
+            await channel.start()
+        except Exception:
+            with contextlib.suppress(RedisError):
+                await self.fleet.script("stop", self.keys, self.fleet.token, "handover")
+            raise
+        self.channel = channel
+        self.fleet.metrics.fleet_leading += 1
+        self.fleet.metrics.fleet_takeovers += 1
+        logger.info("leading broadcast %s of %s from seq %d", self.bid, self.log.name,
+                    position % LAP)
+
+    def lost_lead(self, channel: FleetChannel) -> None:
+        if self.channel is channel:
+            self.channel = None
+            self.fleet.metrics.fleet_leading -= 1
+
+    async def _stop_leading(self) -> None:
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            self.fleet.metrics.fleet_leading -= 1
+            await channel.close()
+
+    def ended(self) -> None:
+        """The leader's replay reached the end of the log (or failed): mark it ended."""
+        self._ended = True
+        channel = self.channel
+        if channel is not None:
+            self.lost_lead(channel)
+        self.fleet.spawn(self._mark_ended())
+
+    async def _mark_ended(self) -> None:
+        for _ in range(50):
+            try:
+                await self.fleet.script("stop", self.keys, self.fleet.token, "ended")
+                return
+            except RedisError:
+                await asyncio.sleep(RETRY)
+
+    # -- the lease loop ----------------------------------------------------------------------
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        while not self.closed:
+            await asyncio.sleep(POLL)
+            try:
+                if self.channel is not None:
+                    renewed = await self._renew(renewed)
+                elif not self.members or self.relay.finished:
+                    await self.fleet.forget(self)
+                    return
+                else:
+                    await self._follow()
+            except RedisError as exc:
+                self.fleet.metrics.fleet_redis_errors += 1
+                logger.warning("fleet: Redis unavailable (%s); retrying", exc)
+                if self.channel is not None and loop.time() - renewed > LEASE_TTL:
+                    await self._stop_leading()  # the lease has lapsed: another may lead now
+
+    async def _renew(self, renewed: float) -> float:
+        channel = self.channel
+        assert channel is not None
+        count = await self.fleet.script(
+            "renew", self.keys, self.fleet.token, _ms(LEASE_TTL), _ms(STATE_TTL),
+            _ms(MEMBERS_TTL), 1 if self.members else 0, channel.published)
+        if count == -1:
+            await self._stop_leading()
+        elif count == 0 and not self.members and \
+                await self.fleet.script("stop", self.keys, self.fleet.token, "idle") == 1:
+            await self._stop_leading()
+            await self.fleet.forget(self)
+        return asyncio.get_running_loop().time()
+
+    async def _follow(self) -> None:
+        known = -1 if self.relay.position is None else self.relay.position
+        verdict, value = await self._join("poll", known)
+        if verdict in ("takeover", "start"):
+            await self._lead(int(value))
+        elif verdict == "ended" and not self._ended:
+            # The end went by while this process did not hear Redis: say it here.
+            self._ended = True
+            self.relay.offer(Item("status", self.relay.status_payload("ended")))
+            self.relay.offer(Item("end", {"log": self.log.name, "last_seq": self.log.events - 1}))
+
+    # -- stopping ----------------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """This process stops: its members are told; the broadcast plays on elsewhere (the
+        lease is handed back at once, so another process holding members takes over)."""
+        if self.closed:
+            return
+        await self.relay.tell("status", self.relay.status_payload("ended", reason="shutdown"))
+        await self.close(handover=True)
+
+    async def close(self, handover: bool = False) -> None:
+        self.closed = True
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        was_leading = self.channel is not None
+        await self._stop_leading()
+        await self.relay.close()
+        with contextlib.suppress(RedisError):
+            if was_leading or handover:
+                await self.fleet.script("stop", self.keys, self.fleet.token, "handover")
+            await self.fleet.script("join", self.keys, self.fleet.token, -1, _ms(LEASE_TTL),
+                                    _ms(STATE_TTL), _ms(MEMBERS_TTL), 0, "leave")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Fleet:
+    """This process's part in the fleet: the Redis client, its broadcasts, and the routing of
+    python-socketio's messages to them. `on_detach(broadcast, sid)` hears of members let go."""
+
+    def __init__(self, *, config: ServerConfig, metrics: Metrics,
+                 on_detach: Callable[[FleetBroadcast, str], None]) -> None:
+        assert config.redis_url is not None
+        self.config, self.metrics, self.on_detach = config, metrics, on_detach
+        db = urlsplit(config.redis_url).path.strip("/") or "0"
+        # Pub/sub channels are not per database: the database is part of the channel's name.
+        self.channel = f"ticktape:{db}"
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.manager = FleetManager(config.redis_url, self.channel, self._route)
+        self.redis = aioredis.Redis.from_url(redis_url(config.redis_url), **redis_options(),
+                                             socket_timeout=2.0)
+        self._scripts = {name: self.redis.register_script(text) for name, text in
+                         (("join", _JOIN), ("renew", _RENEW), ("publish", _PUBLISH),
+                          ("stop", _STOP))}
+        self.broadcasts: dict[str, FleetBroadcast] = {}
+        self.sio: socketio.AsyncServer  # set by attach()
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()  # fire-and-forget work, held until done
+
+    def attach(self, sio: socketio.AsyncServer) -> None:
+        self.sio = sio
+
+    async def start(self) -> None:
+        """Listen to Redis now, not at the first client (python-socketio's default). An
+        unreachable Redis is reported, not fatal: own streams work without it, and every
+        process reconnects by itself."""
+        if not self.sio.manager_initialized:
+            self.sio.manager_initialized = True
+            self.manager.initialize()
+        try:
+            await self.redis.ping()  # type: ignore[misc]  # redis-py types it sync or async
+        except RedisError as exc:
+            parts = urlsplit(redis_url(self.config.redis_url or ""))
+            logger.warning("fleet: Redis at %s://%s%s does not answer yet (%s); broadcasts "
+                           "wait for it", parts.scheme, parts.hostname or "", parts.path, exc)
+
+    async def script(self, name: str, keys: list[str], *args: Any) -> Any:
+        return await self._scripts[name](keys=keys, args=list(args))
+
+    def spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _route(self, message: dict[str, Any]) -> bool:
+        """A message for a broadcast room: to its relay here, if this process has one.
+        True: handled (python-socketio's own delivery is skipped)."""
+        room = message.get("room")
+        if not isinstance(room, str) or not room.startswith(ROOM_PREFIX):
+            return False
+        member = self.broadcasts.get(room[len(ROOM_PREFIX):])
+        if member is None:
+            return True  # nobody here listens to it
+        data = message.get("data") or [None]
+        if message.get("event") == "ticks":
+            positions = message.get("ticktape") or {}
+            try:
+                batch, sma = batch_from_json(data[0])
+                member.relay.offer(Item("ticks", data[0], prev=int(positions["prev"]),
+                                        next=int(positions["next"]), batch=batch, sma=sma))
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("fleet: malformed ticks message for %s: %r", room, exc)
+        else:
+            member.relay.offer(Item(str(message.get("event")), data[0]))
+        return True
+
+    async def join(self, log: Log, request: SubscribeRequest, sink: Sink) -> FleetBroadcast:
+        """Admit a member to the broadcast (found in the fleet, or started here)."""
+        bid = broadcast_id(request)
+        async with self._lock:  # one FleetBroadcast per broadcast on this process
+            member = self.broadcasts.get(bid)
+            if member is None or member.closed or member.relay.finished:
+                member = FleetBroadcast(self, log, replace(request, from_seq=0,
+                                                           encoding="json"), bid)
+                self.broadcasts[bid] = member
+                try:
+                    await member.enter(request.from_seq)
+                except BaseException:
+                    self.broadcasts.pop(bid, None)
+                    await member.close()
+                    raise
+        want = member.relay.at(request.from_seq) if request.from_seq else None
+        member.relay.join(sink, want)
+        return member
+
+    async def leave(self, member: FleetBroadcast, sid: str) -> None:
+        member.relay.leave(sid)  # the lease loop withdraws or stops the broadcast
+
+    async def forget(self, member: FleetBroadcast) -> None:
+        if self.broadcasts.get(member.bid) is member:
+            del self.broadcasts[member.bid]
+        await member.close()
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(m.shutdown() for m in list(self.broadcasts.values())),
+                             return_exceptions=True)
+        self.broadcasts.clear()
+
+    async def close(self) -> None:
+        await self.shutdown()
+        thread = getattr(self.manager, "thread", None)
+        if isinstance(thread, asyncio.Task):
+            thread.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await thread
+        for task in list(self._tasks):
+            task.cancel()
+        for client in (self.redis, getattr(self.manager, "redis", None)):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

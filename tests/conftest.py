@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,11 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from recorder.config import SimConfig, parse_symbols
 from recorder.record import RecordConfig, record
 
 ROOT = Path(__file__).resolve().parent.parent
+# Debian's chromium, headless; the background-networking flags keep it off the (closed) network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
@@ -37,6 +43,24 @@ def make_log(path: Path, *, ticks: int = 5_000, seed: int = 7, symbols: str = "B
                                                  symbols=parse_symbols(symbols)),
                         ticks=ticks, segment_rows=segment_rows))
     return path
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("Debian's chromium is required for the browser tests: run ./dev test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium driven by Playwright, one per test module."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 @pytest.fixture

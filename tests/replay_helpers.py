@@ -172,10 +172,12 @@ async def receive_all(url: str, log: str, *, token: str | None = None,
 
 
 class TcpProxy:
-    """A real TCP hop between client and server whose connections can be cut mid-stream."""
+    """A real TCP hop between client and server whose connections can be cut mid-stream.
+    With several target ports it is a load balancer in miniature: each connection goes to
+    the first backend that accepts it."""
 
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+    def __init__(self, *target_ports: int) -> None:
+        self.target_ports = target_ports
         self.port = 0
         self.connections = 0  # accepted so far: each (re)connect of a client is one
         self._server: asyncio.Server | None = None
@@ -187,7 +189,15 @@ class TcpProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        for port in self.target_ports:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        else:
+            writer.close()
+            return
         self._writers += [writer, up_writer]
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

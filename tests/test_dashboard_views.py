@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from analysis.alerts import evaluate_log, load_rules
 from recorder.log import Log, LogWriter, make_batch
 from tests.conftest import make_log
 from tests.replay_helpers import Client, ServerProcess
-from tests.test_dashboard import CHROMIUM_ARGS, Dashboard, _chromium
+from tests.test_dashboard import Dashboard
 
 BUY, SELL = "#22c55e", "#ef4444"  # the dashboard's taker-side colours
 SPIKE_AT = 3_000  # the crafted log's price jumps 5 % at this seq
@@ -40,16 +40,6 @@ def _spike_log(path: Path) -> Path:
         writer.append(make_batch(seq, ts, pa.array(["BTC-USD"] * n), price,
                                  rng.uniform(0.01, 1.0, n), pa.array(rng.choice(["buy", "sell"], n))))
     return path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

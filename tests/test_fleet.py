@@ -23,7 +23,13 @@ import redis
 
 from replayer.config import ServerConfig
 from tests.conftest import free_port, make_log
-from tests.replay_helpers import Client, ServerProcess, assert_exactly_once, serve_in_process
+from tests.replay_helpers import (
+    Client,
+    ServerProcess,
+    TcpProxy,
+    assert_exactly_once,
+    serve_in_process,
+)
 from ticktape.client import Batch, connect
 
 TICKS = 12_000  # at 1,000 ticks/s and speed 1.5: an 8 s broadcast
@@ -138,49 +144,6 @@ async def test_one_broadcast_heard_on_two_processes(two: tuple[ServerProcess, ..
         await b.close()
 
 
-class FailoverProxy:
-    """A load balancer in miniature: each connection goes to the first backend that accepts."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.ports, self.port = ports, 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for port in self.ports:
-            try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-                break
-            except OSError:
-                continue
-        else:
-            writer.close()
-            return
-        self._writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(Exception):
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def close(self) -> None:
-        for w in self._writers:
-            with contextlib.suppress(Exception):
-                w.transport.abort()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-
 async def _collect(url: str, out: list[Batch], reconnects: list[int]) -> None:
     async with connect(url, reconnect_timeout=30) as c:
         async for batch in c.subscribe("bc", speed=1.5, mode="broadcast"):
@@ -191,7 +154,7 @@ async def _collect(url: str, out: list[Batch], reconnects: list[int]) -> None:
 async def test_the_leader_dies_and_another_process_plays_on(
         two: tuple[ServerProcess, ...], redis_server: RedisServer) -> None:
     leader, survivor = two
-    proxy = FailoverProxy([leader.port, survivor.port])
+    proxy = TcpProxy(leader.port, survivor.port)
     await proxy.start()
     first, stay1, stay2 = Client(), Client(), Client()
     moved: list[Batch] = []

@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Response, sync_playwright
 
-from tests.conftest import ROOT
-from tests.test_dashboard import CHROMIUM_ARGS, _chromium
+from tests.conftest import CHROMIUM_ARGS, ROOT, chromium_path
 
 PACKAGES = ("recorder", "replayer", "analysis", "ticktape")
 
@@ -188,7 +187,7 @@ def test_installed_dashboard_loads_every_asset_and_draws(installed: Installed,
             failed.append(f"{response.status} {response.url}")
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.on("response", on_response)

@@ -27,7 +27,7 @@ from recorder.importers.detect import reader_for
 from recorder.importers.errors import ImportInputError
 from recorder.importers.inputs import InputFile
 from recorder.importers.merge import NotInOrder, Source, merge, read_run, write_run
-from recorder.log.files import exchange_dirs, fsync_dir, lock_is_held, release_lock, take_lock
+from recorder.log.files import exchange_and_unlock, fsync_dir, lock_is_held, take_lock
 from recorder.log.schema import JOURNAL, LOCK, SEGMENT_RE, SIDES, TMP_PREFIX, iso_ns
 from recorder.log.writer import LogWriter
 
@@ -252,16 +252,8 @@ def _place(staging: Path, target: Path, overwrite: bool) -> None:
     _check_target(target, overwrite)
     try:
         if target.is_dir() and any(target.iterdir()):
-            lock_fd = take_lock(target)  # no recorder may start on the old log meanwhile
-            swapped = False
-            try:
-                exchange_dirs(target, staging)
-                swapped = True
-            finally:
-                if swapped:
-                    os.close(lock_fd)  # its lock file went with the old log, now at `staging`
-                else:
-                    release_lock(target, lock_fd)
+            # No recorder may start on the old log while it is swapped out.
+            exchange_and_unlock(target, staging, take_lock(target))
             shutil.rmtree(staging)
             return
         if target.is_dir():

@@ -13,7 +13,8 @@ from pathlib import Path
 from recorder.errors import LogLockedError, TicktapeError
 from recorder.log.schema import LOCK, TMP_PREFIX
 
-__all__ = ["atomic_path", "exchange_dirs", "fsync_dir", "lock_is_held", "release_lock", "take_lock"]
+__all__ = ["atomic_path", "exchange_and_unlock", "exchange_dirs", "fsync_dir", "lock_is_held",
+           "release_lock", "take_lock"]
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -96,3 +97,15 @@ def exchange_dirs(a: Path, b: Path) -> None:
                                 "atomically (renameat2 RENAME_EXCHANGE)")
         raise OSError(code, os.strerror(code), str(a))
     fsync_dir(a.parent)
+
+
+def exchange_and_unlock(target: Path, staging: Path, lock_fd: int) -> None:
+    """Swap `staging` in for the log at `target` (exchange_dirs), then let go of the log's
+    lock held as `lock_fd`. After the swap its lock file sits in the old directory, now at
+    `staging`, which the caller removes; if the swap fails the lock is released in place."""
+    try:
+        exchange_dirs(target, staging)
+    except BaseException:
+        release_lock(target, lock_fd)
+        raise
+    os.close(lock_fd)

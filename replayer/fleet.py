@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import socket
@@ -35,7 +34,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 import socketio
@@ -47,148 +46,29 @@ from recorder.log import Log
 from replayer.config import ServerConfig
 from replayer.cursor import Chunk
 from replayer.encoding import FastPacket
+from replayer.fleet_redis import (
+    LEASE_TTL,
+    MEMBERS_TTL,
+    POLL,
+    RETRY,
+    ROOM_PREFIX,
+    SCRIPTS,
+    STATE_TTL,
+    FleetManager,
+    broadcast_id,
+    ms,
+    redis_options,
+    redis_url,
+)
 from replayer.metrics import Metrics
 from replayer.protocol import SubscribeRequest
 from replayer.relay import LAP, Item, Relay, batch_from_json, vpos
 from replayer.sinks import Sink
 from replayer.stream import Player
 
-__all__ = ["LEASE_TTL", "POLL", "ROOM_PREFIX", "Fleet", "FleetBroadcast", "FleetManager",
-           "broadcast_id", "redis_options"]
+__all__ = ["Fleet", "FleetBroadcast"]
 
 logger = logging.getLogger(__name__)
-LEASE_TTL = 2.0  # s: a dead leader is replaced within LEASE_TTL + POLL (+ its first read)
-POLL = 0.25  # s between lease renewals and takeover attempts
-MEMBERS_TTL = 2.0  # s: a process's announcement of members lapses this long after its last
-STATE_TTL = 30.0  # s: a broadcast nobody renews is forgotten after this long
-RETRY = 0.1  # s between attempts to publish a batch while Redis does not answer
-ROOM_PREFIX = "ticktape:bcast:"
-
-# Every process: announce or withdraw members, then tell what to do.
-#   follow: a leader plays it; takeover: it has no leader, play on from `next`;
-#   start: none is playing, play from ARGV[2]; ended: it ended; wait: try again.
-_JOIN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if ARGV[6] == '1' then
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) * 4)
-else
-  redis.call('ZREM', KEYS[3], ARGV[1])
-end
-if ARGV[7] == 'leave' then return {'left', ''} end
-local holder = redis.call('GET', KEYS[1])
-local nxt = redis.call('HGET', KEYS[2], 'next')
-local ended = redis.call('HGET', KEYS[2], 'ended')
-if holder then
-  if nxt and not ended then return {'follow', nxt} end
-  return {'wait', ''}
-end
-if nxt and not ended then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-  return {'takeover', nxt}
-end
-if ended and ARGV[7] == 'poll' then return {'ended', ''} end
-if ARGV[7] == 'poll' and ARGV[2] == '-1' then return {'wait', ''} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'next', ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return {'start', ARGV[2]}
-"""
-
-# The leader, every POLL: keep the lease (taking it back if Redis lost it), restore the
-# position if Redis lost it, and count the processes that still have members. -1: lost.
-_RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return -1 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if ARGV[5] == '1' then
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[4]) * 4)
-else
-  redis.call('ZREM', KEYS[3], ARGV[1])
-end
-if redis.call('HEXISTS', KEYS[2], 'next') == 0 then
-  redis.call('HSET', KEYS[2], 'next', ARGV[6])
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-return redis.call('ZCARD', KEYS[3])
-"""
-
-# The leader, for every batch: publish it exactly when the position moves past it.
-#   1: published; 0: published before (a retry whose first answer was lost); -1: not leader.
-_PUBLISH = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return -1 end
-local cur = redis.call('HGET', KEYS[2], 'next')
-if cur and cur ~= ARGV[2] then
-  if tonumber(cur) >= tonumber(ARGV[3]) and cur ~= ARGV[2] then return 0 end
-  return -1
-end
-if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[6]) end
-redis.call('HSET', KEYS[2], 'next', ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[7])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
-"""
-
-# The leader stops: at the end of the log (ended), or with no members left anywhere (only if
-# still none: a process may have just joined), or handing over on shutdown (lease only).
-_STOP = """
-local holder = redis.call('GET', KEYS[1])
-if holder ~= ARGV[1] then return 0 end
-if ARGV[2] == 'ended' then
-  redis.call('HSET', KEYS[2], 'ended', '1')
-  redis.call('PEXPIRE', KEYS[2], 10000)
-elseif ARGV[2] == 'idle' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) > 0 then return 0 end
-  redis.call('DEL', KEYS[2])
-end
-redis.call('DEL', KEYS[1])
-return 1
-"""
-
-
-def redis_options() -> dict[str, Any]:
-    """RESP2, explicitly: python-socketio's manager reads pub/sub messages as RESP2 replies
-    (python-socketio issue #1585: with redis-py 8's RESP3 default it loops on "Cannot
-    receive from redis"). Timeouts so a vanished Redis is noticed, not waited on."""
-    return {"protocol": 2, "socket_connect_timeout": 2.0, "health_check_interval": 5}
-
-
-def redis_url(url: str) -> str:
-    """valkey:// and valkeys:// as redis-py spells them: Valkey speaks the same protocol."""
-    parts = urlsplit(url)
-    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(parts.scheme, parts.scheme)
-    return urlunsplit(parts._replace(scheme=scheme))
-
-
-def broadcast_id(request: SubscribeRequest) -> str:
-    """The same broadcast gets the same id on every process."""
-    key = [request.log, request.speed, request.sma, request.symbols, request.loop]
-    return hashlib.sha256(orjson.dumps(key)).hexdigest()[:20]
-
-
-class FleetManager(socketio.AsyncRedisManager):
-    """python-socketio's Redis manager; a broadcast room's messages go to its relay here."""
-
-    def __init__(self, url: str, channel: str, route: Callable[[dict[str, Any]], bool]) -> None:
-        super().__init__(redis_url(url), channel=channel, redis_options=redis_options())
-        self.route = route
-
-    async def _handle_emit(self, message: dict[str, Any]) -> None:
-        if not self.route(message):
-            await super()._handle_emit(message)
-
-
 class RoomSink:
     """The leader's `status`, `end` (and any event a replay sends besides ticks) for every
     member on every process: an emit to the broadcast's room through the manager."""
@@ -209,7 +89,7 @@ class RoomSink:
 
 
 class FleetChannel(Player):
-    """The leader's replay of a broadcast: each batch is published (see _PUBLISH), then
+    """The leader's replay of a broadcast: each batch is published (see fleet_redis.PUBLISH), then
     handed to this process's relay. A lost lease stops it quietly: another process plays."""
 
     broadcast = True
@@ -250,7 +130,7 @@ class FleetChannel(Player):
         while not self._closed:
             try:
                 result = await fleet.script("publish", self.owner.keys, fleet.token, prev, nxt,
-                                            fleet.channel, message, _ms(LEASE_TTL), _ms(STATE_TTL))
+                                            fleet.channel, message, ms(LEASE_TTL), ms(STATE_TTL))
             except RedisError:
                 fleet.metrics.fleet_redis_errors += 1
                 await asyncio.sleep(RETRY)
@@ -269,10 +149,6 @@ class FleetChannel(Player):
                                              namespace="/").encode()
         self.owner.relay.offer(Item("ticks", prev=prev, next=nxt, packet=packet,
                                     batch=chunk.batch.slice(start, stop - start), sma=sma))
-
-
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000)
 
 
 class FleetBroadcast:
@@ -323,8 +199,8 @@ class FleetBroadcast:
 
     async def _join(self, mode: str, start: int) -> tuple[str, str]:
         verdict, value = await self.fleet.script(
-            "join", self.keys, self.fleet.token, start, _ms(LEASE_TTL), _ms(STATE_TTL),
-            _ms(MEMBERS_TTL), 1 if self.members or mode == "join" else 0, mode)
+            "join", self.keys, self.fleet.token, start, ms(LEASE_TTL), ms(STATE_TTL),
+            ms(MEMBERS_TTL), 1 if self.members or mode == "join" else 0, mode)
         return _text(verdict), _text(value)
 
     async def _lead(self, position: int) -> None:
@@ -394,8 +270,8 @@ class FleetBroadcast:
         channel = self.channel
         assert channel is not None
         count = await self.fleet.script(
-            "renew", self.keys, self.fleet.token, _ms(LEASE_TTL), _ms(STATE_TTL),
-            _ms(MEMBERS_TTL), 1 if self.members else 0, channel.published)
+            "renew", self.keys, self.fleet.token, ms(LEASE_TTL), ms(STATE_TTL),
+            ms(MEMBERS_TTL), 1 if self.members else 0, channel.published)
         if count == -1:
             await self._stop_leading()
         elif count == 0 and not self.members and \
@@ -437,8 +313,8 @@ class FleetBroadcast:
         with contextlib.suppress(RedisError):
             if was_leading or handover:
                 await self.fleet.script("stop", self.keys, self.fleet.token, "handover")
-            await self.fleet.script("join", self.keys, self.fleet.token, -1, _ms(LEASE_TTL),
-                                    _ms(STATE_TTL), _ms(MEMBERS_TTL), 0, "leave")
+            await self.fleet.script("join", self.keys, self.fleet.token, -1, ms(LEASE_TTL),
+                                    ms(STATE_TTL), ms(MEMBERS_TTL), 0, "leave")
 
 
 def _text(value: Any) -> str:
@@ -460,9 +336,8 @@ class Fleet:
         self.manager = FleetManager(config.redis_url, self.channel, self._route)
         self.redis = aioredis.Redis.from_url(redis_url(config.redis_url), **redis_options(),
                                              socket_timeout=2.0)
-        self._scripts = {name: self.redis.register_script(text) for name, text in
-                         (("join", _JOIN), ("renew", _RENEW), ("publish", _PUBLISH),
-                          ("stop", _STOP))}
+        self._scripts = {name: self.redis.register_script(text)
+                         for name, text in SCRIPTS.items()}
         self.broadcasts: dict[str, FleetBroadcast] = {}
         self.sio: socketio.AsyncServer  # set by attach()
         self._lock = asyncio.Lock()

@@ -1,16 +1,15 @@
-"""The replay server: aiohttp app + python-socketio AsyncServer (docs/protocol.md)."""
+"""The replay server: python-socketio AsyncServer on an aiohttp app, every client's stream and
+the broadcasts (docs/protocol.md); its HTTP routes are in replayer/http.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-import hmac
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -27,18 +26,16 @@ from replayer.config import ServerConfig
 from replayer.encoding import MALFORMED_EVENT, RESERVED_PREFIX, FastPacket
 from replayer.errors import BadRequest, NotAllowed, ReplayError, Unavailable, safe_message, shown
 from replayer.fleet import Fleet, FleetBroadcast
+from replayer.http import STATE, add_routes, guard, token_matches
 from replayer.metrics import SYNC_INTERVAL, Metrics
-from replayer.overview import register as register_overview
 from replayer.protocol import SubscribeRequest, parse_control, parse_subscribe
 from replayer.sinks import ClientSink
 from replayer.stream import ClientStream
 from replayer.webhook import Webhooks
 
-__all__ = ["STATE", "ReplayServer", "make_app"]
+__all__ = ["STATE", "ReplayServer", "make_app", "token_from_env"]
 
 logger = logging.getLogger(__name__)
-STATIC = Path(__file__).parent / "static"
-STATE: web.AppKey[ReplayServer] = web.AppKey("ticktape", object)  # type: ignore[arg-type]
 
 
 def _ack_errors(handler: Callable[..., Awaitable[dict[str, Any]]]
@@ -70,16 +67,6 @@ def _error_ack(code: str, message: str) -> dict[str, Any]:
     """Messages may quote client input (escaped by `shown`) and name logs (paths replaced):
     `safe_message` is the last guard, so the ack always encodes and stays small."""
     return {"ok": False, "error": {"code": code, "message": safe_message(message)}}
-
-
-def token_matches(offered: object, token: str) -> bool:
-    """Constant-time comparison of bytes: compare_digest refuses non-ASCII str (a TypeError,
-    which was a 500 or a dropped connection instead of `unauthorized`)."""
-    if not isinstance(offered, str):
-        return False
-    # surrogatepass: a lone surrogate (JSON "\ud800") encodes too, and never matches.
-    return hmac.compare_digest(offered.encode("utf-8", "surrogatepass"),
-                               token.encode("utf-8", "surrogatepass"))
 
 
 def _refreshed_info(log: Log) -> LogInfo:
@@ -292,111 +279,13 @@ class ReplayServer:
                 await self.sio.disconnect(sid[0])
 
 
-# -- HTTP ---------------------------------------------------------------------------------
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-@web.middleware
-async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    server = request.app[STATE]
-    token = server.config.token
-    if token and request.path.startswith("/api/"):
-        offered = request.query.get("token") or request.headers.get(
-            "Authorization", "").removeprefix("Bearer ").strip()
-        if not token_matches(offered or "", token):
-            server.metrics.errors["unauthorized"] += 1
-            return _error(401, "unauthorized", "a valid token is required")
-    response = await handler(request)
-    origin = request.headers.get("Origin")
-    allowed = server.config.cors_origins
-    if origin and ("*" in allowed or origin in allowed):
-        response.headers["Access-Control-Allow-Origin"] = origin
-    return response
-
-
-async def _index(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "index.html")
-
-
-async def _socketio_js(request: web.Request) -> web.StreamResponse:
-    """The pinned socket.io-client bundle, shipped in the package (static/vendor/MANIFEST.json
-    names its version and hash). Never fetched from a CDN or a checkout's node_modules."""
-    return web.FileResponse(STATIC / "vendor" / "socket.io.min.js",
-                            headers={"Cache-Control": "max-age=86400"})
-
-
-async def _plotly_js(request: web.Request) -> web.StreamResponse:
-    import plotly
-
-    bundle = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    return web.FileResponse(bundle, headers={"Cache-Control": "max-age=86400"})
-
-
-async def _logs(request: web.Request) -> web.Response:
-    server = request.app[STATE]
-    return web.json_response(await asyncio.to_thread(server.catalog.infos))
-
-
-async def _log(request: web.Request) -> web.Response:
-    server = request.app[STATE]
-    try:
-        info = await asyncio.to_thread(server.catalog.info, request.match_info["name"])
-    except ReplayError as exc:
-        server.metrics.errors[exc.code] += 1
-        return _error(404, exc.code, safe_message(str(exc)))
-    except TicktapeError as exc:
-        server.metrics.errors["log_error"] += 1
-        return _error(409, "log_error", safe_message(server.catalog.public(str(exc))))
-    return web.json_response(info)
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-def _log_gaps(catalog: Catalog) -> dict[str, tuple[int, int]]:
-    """Per served log with any: (trade-id gaps noted, trades still missing), from its
-    segments' metadata (already read: no file is opened)."""
-    out: dict[str, tuple[int, int]] = {}
-    for name in catalog.names:
-        with contextlib.suppress(TicktapeError):
-            noted = [g for seg in catalog.get(name).segments
-                     for g in seg.metadata.get("segment", {}).get("gaps", [])]
-            if noted:
-                # "missing": the id ranges [first, last] still missing (docs/feeds.md).
-                lost = sum(last - first + 1 for g in noted for first, last in g.get("missing", []))
-                out[name] = (len(noted), lost)
-    return out
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    server = request.app[STATE]
-    text = server.metrics.render(_log_gaps(server.catalog))
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
-
-
-async def _not_found(request: web.Request) -> web.Response:
-    return _error(404, "not_found", f"no route {request.path}")
-
-
 def make_app(config: ServerConfig) -> web.Application:
     """Build the application; the caller runs it (web.run_app or an AppRunner in tests)."""
     server = ReplayServer(config)
-    app = web.Application(middlewares=[_guard])
+    app = web.Application(middlewares=[guard])
     app[STATE] = server
-    server.sio.attach(app)
-    app.router.add_get("/", _index)
-    app.router.add_get("/static/vendor/plotly.min.js", _plotly_js)
-    app.router.add_get("/static/vendor/socket.io.min.js", _socketio_js)
-    app.router.add_static("/static/", STATIC, follow_symlinks=False)
-    app.router.add_get("/api/logs", _logs)
-    app.router.add_get("/api/logs/{name}", _log)
-    register_overview(app, server.catalog, server.metrics.errors)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_route("*", "/{tail:.*}", _not_found)
+    server.sio.attach(app)  # /socket.io/ before the HTTP routes' catch-all
+    add_routes(app, server.catalog, server.metrics.errors)
 
     async def _on_shutdown(app: web.Application) -> None:
         await server.shutdown()

@@ -28,9 +28,9 @@ from replayer.errors import BadRequest, NotAllowed, ReplayError, Unavailable, sa
 from replayer.fleet import Fleet, FleetBroadcast
 from replayer.http import STATE, add_routes, guard, token_matches
 from replayer.metrics import SYNC_INTERVAL, Metrics
+from replayer.own_stream import ClientStream
 from replayer.protocol import SubscribeRequest, parse_control, parse_subscribe
 from replayer.sinks import ClientSink
-from replayer.stream import ClientStream
 from replayer.webhook import Webhooks
 
 __all__ = ["STATE", "ReplayServer", "make_app", "token_from_env"]

@@ -26,14 +26,14 @@ from replayer.config import ServerConfig
 from replayer.encoding import MALFORMED_EVENT, RESERVED_PREFIX, FastPacket
 from replayer.errors import BadRequest, NotAllowed, ReplayError, Unavailable, safe_message, shown
 from replayer.fleet import Fleet, FleetBroadcast
-from replayer.http import STATE, add_routes, guard, token_matches
+from replayer.http import STATE, STATIC, add_routes, guard, token_matches
 from replayer.metrics import SYNC_INTERVAL, Metrics
 from replayer.own_stream import ClientStream
 from replayer.protocol import SubscribeRequest, parse_control, parse_subscribe
 from replayer.sinks import ClientSink
 from replayer.webhook import Webhooks
 
-__all__ = ["STATE", "ReplayServer", "make_app", "token_from_env"]
+__all__ = ["STATE", "STATIC", "ReplayServer", "make_app", "token_from_env"]
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -22,6 +23,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_in_its_own_test() -> Iterator[None]:
+    """Collect cycles as each test ends, so anything it left unclosed (a socket, an HTTP
+    session) warns in that test, not at random in a later one."""
+    yield
+    gc.collect()
 
 
 def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None,

@@ -78,12 +78,34 @@ class _SymbolState:
 
 
 def symbol_codes(symbol: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """Small integer codes for a symbol column, and the names they stand for."""
+    """Small integer codes for a symbol column, and the names they stand for: each name
+    once, each used by some row. A dictionary-typed column (`Log.iter_batches(...,
+    dictionary_symbols=True)`) costs a pass over its indices instead of a hash per row."""
+    if isinstance(symbol, pa.ChunkedArray) and symbol.num_chunks == 1:
+        symbol = symbol.chunk(0)
+    if isinstance(symbol, pa.DictionaryArray) and symbol.null_count == 0:
+        return _dictionary_codes(symbol)
     encoded = pc.dictionary_encode(symbol)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
     return (encoded.indices.to_numpy(zero_copy_only=False),
             encoded.dictionary.to_pylist())
+
+
+def _dictionary_codes(symbol: pa.DictionaryArray) -> tuple[np.ndarray, list[str]]:
+    """A Parquet dictionary can hold names no row of this batch uses (it is the row
+    group's); those are dropped and the codes renumbered, so no rule sees an empty slice."""
+    indices = symbol.indices.to_numpy(zero_copy_only=False)
+    dictionary = symbol.dictionary.to_pylist()
+    used = np.flatnonzero(np.bincount(indices, minlength=len(dictionary)))
+    names = [dictionary[i] for i in used.tolist()]
+    if len(set(names)) != len(names):  # a dictionary repeating a name: let Arrow merge them
+        return symbol_codes(symbol.cast(pa.string()))
+    if len(used) == len(dictionary):
+        return indices, names
+    renumber = np.zeros(len(dictionary), dtype=indices.dtype)
+    renumber[used] = np.arange(len(used), dtype=indices.dtype)
+    return renumber[indices], names
 
 
 class StreamingIndicators:

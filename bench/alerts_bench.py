@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from analysis.alerts import AlertConfig, AlertEngine
 from analysis.streaming import IndicatorSpec, StreamingIndicators, symbol_codes
@@ -26,7 +27,8 @@ SMALL_BATCH = 1_000
 TARGET = "<= 50 ns/tick (all defaults)"
 
 
-def synthetic_batches(n: int, rows: int, seed: int = 1) -> list[pa.RecordBatch]:
+def synthetic_batches(n: int, rows: int, seed: int = 1,
+                      dictionary_symbols: bool = True) -> list[pa.RecordBatch]:
     rng = np.random.default_rng(seed)
     ts = 1_704_067_200 * 10**9 + np.cumsum(rng.exponential(50e6, n)).astype(np.int64)
     ts[n // 2:] += 120 * 10**9  # one two-minute silence
@@ -50,9 +52,10 @@ def synthetic_batches(n: int, rows: int, seed: int = 1) -> list[pa.RecordBatch]:
         base = make_batch(np.arange(lo, hi, dtype=np.int64), ts[lo:hi],
                           pa.array(symbol[lo:hi]), price[lo:hi], size[lo:hi],
                           pa.array(side[lo:hi]))
-        batches.append(pa.RecordBatch.from_arrays(
-            [*base.columns, pa.array(ids[lo:hi].astype(str))],
-            names=[*SCHEMA.names, "trade_id"]))
+        columns = [*base.columns, pa.array(ids[lo:hi].astype(str))]
+        if dictionary_symbols:  # as sealed segments hand it to `ticktape alerts`
+            columns[2] = pc.dictionary_encode(columns[2])
+        batches.append(pa.RecordBatch.from_arrays(columns, names=[*SCHEMA.names, "trade_id"]))
     return batches
 
 

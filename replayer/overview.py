@@ -57,7 +57,8 @@ def overview(log: Log, buckets: int) -> dict[str, Any]:
     samplers: dict[str, M4Downsampler] = {}
     if info.first_ts is not None and info.last_ts is not None:
         t0, t1 = info.first_ts, info.last_ts
-        for batch in log.iter_batches(columns=["ts", "symbol", "price"]):
+        for batch in log.iter_batches(columns=["ts", "symbol", "price"],
+                                      dictionary_symbols=True):
             ts = batch.column("ts").cast(pa.int64()).to_numpy()
             price = batch.column("price").to_numpy()
             codes, names = symbol_codes(batch.column("symbol"))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from analysis.alerts import (
@@ -24,6 +25,7 @@ from analysis.alerts import (
 )
 from analysis.alerts.config import NS
 from analysis.alerts.rules import segment_cumsum
+from analysis.streaming import symbol_codes
 from recorder.log import SCHEMA, make_batch
 
 T0 = 1_704_067_200 * NS  # 2024-01-01
@@ -339,6 +341,53 @@ def test_every_rule_fires_on_the_busy_stream_and_chunking_never_changes_an_alert
     for chunk in (1, 7, 997):
         assert run(config, batch, chunk) == whole, chunk
 
+
+
+def test_dictionary_symbols_give_the_same_alerts() -> None:
+    """Sealed segments hand symbols over dictionary-encoded (Log.iter_batches(...,
+    dictionary_symbols=True)); a row group's dictionary may hold names a batch never uses."""
+    batch = _busy_stream()
+    config = parse_rules(BUSY_RULES)
+    whole = run(config, batch)
+    symbol = batch.column("symbol")
+    # The dictionary lists a name no row uses, first, so every code is renumbered.
+    unused_first = pa.DictionaryArray.from_arrays(
+        pc.add(pc.index_in(symbol, pa.array(["BTC-USD", "ETH-USD"])), 1).cast(pa.int32()),
+        pa.array(["SOL-USD", "BTC-USD", "ETH-USD"]))
+    for column in (pc.dictionary_encode(symbol), unused_first):
+        dict_batch = batch.set_column(2, "symbol", column)
+        assert run(config, dict_batch) == whole
+        assert run(config, dict_batch, 997) == whole
+    codes, names = symbol_codes(unused_first)
+    assert names == ["BTC-USD", "ETH-USD"]
+    assert [names[c] for c in codes[:50]] == symbol.to_pylist()[:50]
+
+
+@pytest.mark.parametrize("ids", [
+    ["1", "2", "5"],  # every id plain: the fast path
+    ["1", "2", "+5", "6"],  # a sign is not a digit: skipped, as "abc" is
+    ["1", "", "5", "6"],  # empty
+    ["0000000000000000000007", "8", "10"],  # longer than 18 with leading zeros: counts
+    ["1", "1234567890123456789", "3", "5"],  # 19 digits: beyond int64 ids, skipped
+])
+def test_trade_ids_parse_alike_on_every_path(ids: list[str]) -> None:
+    n = len(ids)
+    ts = T0 + np.arange(n, dtype=np.int64) * NS
+    got = run(only("trade_id_gap"), make(ts, np.full(n, 1.0), trade_id=ids))
+    expected, prev = [], None
+    for i, text in enumerate(ids):
+        if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 18:
+            continue
+        if prev is not None and int(text) - prev - 1 >= 1:
+            expected.append((i, int(text) - prev - 1))
+        prev = int(text)
+    assert [(a.seq, int(a.value)) for a in got] == expected
+    # A slice of a larger batch (a non-zero Arrow offset) reads the same bytes.
+    padded = make(np.concatenate([ts[:1] - NS, ts]), np.full(n + 1, 1.0),
+                  trade_id=["999", *ids]).slice(1)
+    sliced = pa.RecordBatch.from_arrays(
+        [pa.array(np.arange(n, dtype=np.int64)), *padded.columns[1:]], names=padded.schema.names)
+    assert [(a.seq, int(a.value)) for a in run(only("trade_id_gap"), sliced)] == expected
 
 def test_warm_up_resumes_exactly(tmp_path: Path) -> None:
     from recorder.log import Log, LogWriter

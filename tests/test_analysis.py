@@ -212,3 +212,23 @@ def test_real_logs_analyze_and_report_with_venue_not_seed(tmp_path: Path) -> Non
     text = page.read_text()
     assert "source <code>import:binance-trades</code>" in text
     assert "venue <code>binance</code>" in text and "seed <code>" not in text
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 9, 40])
+@pytest.mark.parametrize("width", [7, 8, 300])
+def test_robust_stats_equal_numpy_medians_bit_for_bit(rows: int, width: int) -> None:
+    """Few rows take a partition, many a bisection: both give np.median's exact values."""
+    from analysis.indicators import _MAD_SCALE, robust_stats
+
+    rng = np.random.default_rng(rows * 1_000 + width)
+    windows = np.round(rng.normal(0, 1e-4, (rows, width)), 6)  # rounded: ties happen
+    windows[0, : width // 2 + 1] = 0.0  # a row whose MAD is zero
+    if rows > 2:
+        windows[2, 1] = np.nan
+    med, sigma = robust_stats(windows.copy())
+    ref_med = np.median(windows, axis=1)
+    ref_sigma = np.median(np.abs(windows - ref_med[:, None]), axis=1) * _MAD_SCALE
+    ref_sigma[ref_sigma == 0] = np.nan
+    assert np.array_equal(med, ref_med, equal_nan=True)
+    assert np.array_equal(sigma, ref_sigma, equal_nan=True)
+    assert np.isnan(sigma[0])

@@ -73,7 +73,7 @@ class AlertEngine:
             raise AlertError(f"cannot warm up to seq {seq}: already at {self._next_seq}")
         columns = self.columns(log.columns)
         for batch in log.iter_batches(from_seq=self._next_seq, batch_rows=batch_rows,
-                                      columns=columns):
+                                      columns=columns, dictionary_symbols=True):
             if self._next_seq + batch.num_rows > seq:
                 batch = batch.slice(0, seq - self._next_seq)
             self.update(batch)
@@ -195,17 +195,27 @@ def _numeric_ids(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         values = column.fill_null(-1).cast(pa.int64()).to_numpy(zero_copy_only=False)
         return values, (values >= 0) & (values < _MAX_ID)
     text = column.cast(pa.string())
-    digits = pc.fill_null(pc.ascii_is_decimal(text), False)
-    try:
+    if _all_digits(text):  # the common case: every id is a plain number
         values = pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        values = None  # some id is not a number at all: keep the good ones below
-    if values is not None and pc.all(digits).as_py():
-        return values, values < _MAX_ID  # the common case: every id is a plain number
+        return values, values < _MAX_ID
+    digits = pc.fill_null(pc.ascii_is_decimal(text), False)
     short = pc.less_equal(pc.utf8_length(pc.utf8_ltrim(text, "0")), 18)
     ok = pc.fill_null(pc.and_(digits, short), False)
     values = pc.cast(pc.if_else(ok, text, "0"), pa.int64()).to_numpy(zero_copy_only=False)
     return values, ok.to_numpy(zero_copy_only=False)
+
+
+def _all_digits(text: pa.Array) -> bool:
+    """Whether every row is non-null and 1 to 18 ASCII digits (so it fits int64): a pass
+    over the bytes, not a check per row."""
+    if text.null_count or len(text) == 0:
+        return False
+    offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset: text.offset + len(text) + 1]
+    lengths = np.diff(offsets)
+    if lengths.min() < 1 or lengths.max() > 18:
+        return False
+    data = np.frombuffer(text.buffers()[2], np.uint8)[offsets[0]: offsets[-1]]
+    return bool(np.all(data - np.uint8(48) < 10))  # wraps around below "0"
 
 
 def evaluate_log(config: AlertConfig, log: Log, *, batch_rows: int = 262_144,
@@ -213,7 +223,8 @@ def evaluate_log(config: AlertConfig, log: Log, *, batch_rows: int = 262_144,
     """Every alert of the log, in order (one pass, batch by batch)."""
     engine = AlertEngine(config, log.name)
     done = 0
-    for batch in log.iter_batches(batch_rows=batch_rows, columns=AlertEngine.columns(log.columns)):
+    for batch in log.iter_batches(batch_rows=batch_rows, columns=AlertEngine.columns(log.columns),
+                                  dictionary_symbols=True):
         yield from engine.update(batch)
         done += batch.num_rows
         if progress:

@@ -178,7 +178,9 @@ def _block_means(prices: np.ndarray, base: int, seen: int, fast: int, slow: int
         csum = np.empty(slow + len(seg) + 1)
         csum[:slow] = np.nan
         csum[slow] = 0.0
-        np.cumsum(seg - ref, out=csum[slow + 1:])
+        running = csum[slow + 1:]
+        np.subtract(seg, ref, out=running)
+        np.cumsum(running, out=running)
         first = max(block, seen)
         a, b = slow + first - lo + 1, slow + stop - lo + 1
         for n, out in ((fast, out_fast), (slow, out_slow)):
@@ -209,22 +211,22 @@ class SmaCross(Rule[SmaCrossRule]):
         with np.errstate(invalid="ignore"):
             above = fast > slow * (1 + cfg.deadband)
             below = fast < slow * (1 - cfg.deadband)
-        if np.count_nonzero(above) + np.count_nonzero(below) == len(above):
-            # The usual case: no row inside the deadband, no NaN; a cross is a flip.
-            flips = np.flatnonzero(above[1:] != above[:-1]) + 1
-            first_side = 1 if above[0] else -1
-            rows = flips if st.side in (0, first_side) else np.concatenate(([0], flips))
-            side = np.where(above[rows], 1, -1)
-            st.side = 1 if above[-1] else -1
+        # Rows inside the deadband or still without a slow SMA (NaN) have no side: the
+        # crosses are the flips of the side over the other rows, bool arrays throughout.
+        definite = above | below
+        if definite.all():
+            definite_rows, sides = None, above
         else:
-            definite_rows = np.flatnonzero(above | below)
+            definite_rows = np.flatnonzero(definite)
             if definite_rows.size == 0:
                 return Hits.none()
-            sides = np.where(above[definite_rows], 1, -1)
-            before = np.concatenate(([st.side], sides[:-1]))
-            st.side = int(sides[-1])
-            cross = (before != 0) & (before != sides)
-            rows, side = definite_rows[cross], sides[cross]
+            sides = above[definite_rows]
+        flips = np.flatnonzero(sides[1:] != sides[:-1]) + 1
+        first_side = 1 if sides[0] else -1
+        at = flips if st.side in (0, first_side) else np.concatenate(([0], flips))
+        st.side = 1 if sides[-1] else -1
+        rows = at if definite_rows is None else definite_rows[at]
+        side = np.where(sides[at], 1, -1)
         if rows.size == 0:
             return Hits.none()
         return Hits(rows, fast[rows], slow[rows], (side,))

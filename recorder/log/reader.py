@@ -281,9 +281,13 @@ class Log:
         return base
 
     def iter_batches(self, from_seq: int = 0, batch_rows: int = 65_536,
-                     columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+                     columns: list[str] | None = None, *,
+                     dictionary_symbols: bool = False) -> Iterator[pa.RecordBatch]:
         """The log's events from from_seq on, in seq order, without loading the log whole.
-        `columns` defaults to the required columns (SCHEMA); pass `log.columns` for all."""
+        `columns` defaults to the required columns (SCHEMA); pass `log.columns` for all.
+        `dictionary_symbols`: sealed segments hand `symbol` over dictionary-encoded, as they
+        store it (no string per row; the journal's tail stays plain strings), for readers
+        that only group by symbol (analysis.streaming.symbol_codes takes both)."""
         names = columns or SCHEMA.names
         snap = self._snap
         expected = from_seq
@@ -291,7 +295,8 @@ class Log:
         for seg in snap.segments:
             end = base + seg.rows
             if end > expected:
-                yield from self._segment_batches(seg, base, expected, batch_rows, names)
+                yield from self._segment_batches(seg, base, expected, batch_rows, names,
+                                                 dictionary_symbols)
                 expected = end
             base = end
         # A follower asks for the journal's tail: find its batch by bisection, not a scan.
@@ -304,9 +309,11 @@ class Log:
                 expected = first + batch.num_rows
 
     def _segment_batches(self, seg: Segment, base: int, from_seq: int, batch_rows: int,
-                         names: list[str]) -> Iterator[pa.RecordBatch]:
+                         names: list[str], dictionary_symbols: bool = False
+                         ) -> Iterator[pa.RecordBatch]:
         try:
-            pf = pq.ParquetFile(seg.path)
+            pf = pq.ParquetFile(seg.path, read_dictionary=(
+                ["symbol"] if dictionary_symbols and "symbol" in names else None))
             groups: list[int] = []
             start = base
             skip = 0

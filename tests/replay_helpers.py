@@ -97,9 +97,10 @@ class Client:
     ends: list[dict[str, Any]] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    # Every HTTP session Engine.IO asked for, closed by close(): one it creates itself stays
-    # open when a connect or reconnect attempt fails, and its garbage collection then warns
-    # in whichever later test happens to be running.
+    # Every HTTP session Engine.IO asked for, closed by close(). A disconnect() during a
+    # reconnection leaves python-socketio's reconnect task running, and its next attempt
+    # opens a session nobody closes; its garbage collection then warns in whichever later
+    # test happens to be running (CI failed on that once).
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
 
     def __post_init__(self) -> None:

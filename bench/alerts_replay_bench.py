@@ -23,6 +23,7 @@ import orjson
 
 from bench.common import Report, header
 from bench.replay_bench import _Proc, _record
+from bench.ws_client import subscribed
 from recorder.config import SimConfig, parse_symbols
 from recorder.record import RecordConfig, record
 from tests.conftest import free_port
@@ -56,14 +57,7 @@ class Seen:
 async def _client(url: str, subscribe: dict[str, Any], *, keep: bool = False,
                   limit_s: float = 600) -> Seen:
     out = Seen()
-    ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-            ws_url, max_msg_size=0) as ws:
-        await ws.receive()  # Engine.IO open
-        await ws.send_str("40")
-        await ws.receive()  # Socket.IO connect ack
-        sent = time.perf_counter()
-        await ws.send_str("421" + orjson.dumps(["subscribe", subscribe]).decode())
+    async with subscribed(url, subscribe) as (ws, sent):
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline and not out.ended:
             msg = await ws.receive()

@@ -4,7 +4,9 @@ the benchmark measures the server rather than a client library's parsing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,16 +25,26 @@ class Received:
     keep_arrivals: bool = False
 
 
-async def run_client(url: str, subscribe: dict[str, Any], *, limit_s: float = 600,
-                     keep_arrivals: bool = False, until_ticks: int | None = None) -> Received:
-    out = Received(keep_arrivals=keep_arrivals)
+@contextlib.asynccontextmanager
+async def subscribed(url: str, subscribe: dict[str, Any]
+                     ) -> AsyncIterator[tuple[aiohttp.ClientWebSocketResponse, float]]:
+    """One WebSocket with the Engine.IO and Socket.IO handshakes done and `subscribe` sent
+    (ack id 1, so its ack starts "431["); yields it and when the subscribe went out."""
     ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
     async with aiohttp.ClientSession() as session, session.ws_connect(
             ws_url, max_msg_size=0) as ws:
         await ws.receive()  # Engine.IO open
         await ws.send_str("40")
         await ws.receive()  # Socket.IO connect ack
+        sent = time.perf_counter()
         await ws.send_str("421" + orjson.dumps(["subscribe", subscribe]).decode())
+        yield ws, sent
+
+
+async def run_client(url: str, subscribe: dict[str, Any], *, limit_s: float = 600,
+                     keep_arrivals: bool = False, until_ticks: int | None = None) -> Received:
+    out = Received(keep_arrivals=keep_arrivals)
+    async with subscribed(url, subscribe) as (ws, _):
         deadline = time.monotonic() + limit_s
         pending_binary = False
         while time.monotonic() < deadline and not out.ended:

@@ -15,6 +15,7 @@ __all__ = [
     "SYMBOL_DEFAULTS",
     "SimConfig",
     "SymbolParams",
+    "check_seconds",
     "parse_duration",
     "parse_instant",
     "parse_symbols",
@@ -179,6 +180,15 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ConfigError(f"duration {text!r} must be > 0")
     return seconds
+
+
+def check_seconds(flag: str, value: float, low: float, high: float, *,
+                  open_low: bool = False) -> None:
+    """A recording option in seconds: finite and within [low, high] ((low, high] with
+    open_low), else the one-line error every recorder gives."""
+    if not (math.isfinite(value) and (value > low if open_low else value >= low)
+            and value <= high):
+        raise ConfigError(f"{flag} must be within [{low:g}, {high:g}] s, got {value}")
 
 
 def parse_instant(text: str) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recorder.batches import FAST_CHUNK, BatchMaker, metadata_for
-from recorder.config import DEFAULT_FAST_START, SimConfig, parse_instant
+from recorder.config import DEFAULT_FAST_START, SimConfig, check_seconds, parse_instant
 from recorder.errors import ConfigError
 from recorder.log import DEFAULT_SEGMENT_ROWS, LogWriter
 from recorder.simulator import Simulator
@@ -46,16 +46,12 @@ class RecordConfig:
         if self.duration_s is not None and not (math.isfinite(self.duration_s)
                                                 and self.duration_s > 0):
             raise ConfigError(f"--duration must be > 0, got {self.duration_s}")
-        if not (math.isfinite(self.flush_interval) and 0.01 <= self.flush_interval <= 3600):
-            raise ConfigError(f"--flush-interval must be within [0.01, 3600] s, got "
-                              f"{self.flush_interval}")
+        check_seconds("--flush-interval", self.flush_interval, 0.01, 3600)
         if self.clock not in ("sim", "wall"):
             raise ConfigError(f"--clock must be sim or wall, got {self.clock!r}")
         if self.clock == "wall" and not self.realtime:
             raise ConfigError("--clock wall needs --realtime")
-        if not (math.isfinite(self.seal_interval) and 0.1 <= self.seal_interval <= 86_400):
-            raise ConfigError(f"--seal-interval must be within [0.1, 86400] s, got "
-                              f"{self.seal_interval}")
+        check_seconds("--seal-interval", self.seal_interval, 0.1, 86_400)
         if self.segment_rows < 1:
             raise ConfigError("segment rows must be >= 1")
         if not self.realtime and self.ticks is None and self.duration_s is None:

@@ -73,6 +73,12 @@ class ServerProcess:
         self.url = line.split(" at ")[1].split("/ ")[0].rstrip("/")
         self.port = int(self.url.rsplit(":", 1)[1])
 
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def kill(self) -> None:
         """Die at once, as a crash would."""
         self.proc.kill()

@@ -225,8 +225,7 @@ async def test_resume_after_the_server_process_dies(data_dir: Path) -> None:
 
 
 async def test_gives_up_after_the_reconnect_timeout(data_dir: Path) -> None:
-    server = ServerProcess(data_dir)
-    try:
+    with ServerProcess(data_dir) as server:
         async with connect(server.url, reconnect_timeout=1.0) as c:
             got = Consumer(c, "pair", speed=20)
             await got.wait_ticks(100)
@@ -240,13 +239,10 @@ async def test_gives_up_after_the_reconnect_timeout(data_dir: Path) -> None:
             f"reconnect within 1 s: cannot connect to {server.url}")
         assert caught.value.exit_code == 1
         assert_exactly_once(got.seqs(), 0, len(got.seqs()))
-    finally:
-        server.stop()
 
 
 async def test_a_server_shutdown_is_named_when_it_does_not_come_back(data_dir: Path) -> None:
-    server = ServerProcess(data_dir)
-    try:
+    with ServerProcess(data_dir) as server:
         async with connect(server.url, reconnect_timeout=1.0) as c:
             got = Consumer(c, "pair", speed=1)
             await got.wait_ticks(10)
@@ -256,8 +252,6 @@ async def test_a_server_shutdown_is_named_when_it_does_not_come_back(data_dir: P
                 await got.finish(60)
             assert c.statuses[-1]["state"] == "ended"
             assert c.statuses[-1]["reason"] == "shutdown"
-    finally:
-        server.stop()
 
 
 async def test_a_stream_the_server_ends_with_an_error_raises(tmp_path: Path) -> None:

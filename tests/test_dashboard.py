@@ -23,11 +23,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(data: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(data)
-    try:
+    with ServerProcess(data) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 class Dashboard:

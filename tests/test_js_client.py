@@ -22,11 +22,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
         pytest.fail("Node and the pinned npm packages are required: run ./dev test")
     data = tmp_path_factory.mktemp("js")
     make_log(data / "pair", ticks=30_000, symbols="BTC-USD,ETH-USD", segment_rows=10_000)
-    proc = ServerProcess(data)
-    try:
+    with ServerProcess(data) as proc:
         yield proc, data
-    finally:
-        proc.stop()
 
 
 @pytest.mark.parametrize("encoding", ["json", "arrow"])

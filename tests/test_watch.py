@@ -31,11 +31,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(data_dir: Path) -> object:
-    proc = ServerProcess(data_dir)
-    try:
+    with ServerProcess(data_dir) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _watch(*args: str) -> subprocess.Popen[str]:

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import pyarrow as pa
 
+from recorder.config import check_seconds
 from recorder.errors import ConfigError, LogExistsError
 from recorder.feeds.binance import Binance
 from recorder.feeds.coinbase import Coinbase
@@ -75,16 +76,11 @@ class FeedConfig:
                                    (self.rest_url, "--rest-url", ("http://", "https://"))):
             if url is not None and not url.startswith(schemes):
                 raise ConfigError(f"{flag} {url!r} must start with {' or '.join(schemes)}")
-        checks = (("--duration", self.duration_s, 0.0, math.inf, True),
-                  ("--flush-interval", self.flush_interval, 0.01, 3600, False),
-                  ("--seal-interval", self.seal_interval, 0.1, 86_400, False),
-                  ("--silence-timeout", self.silence_timeout, 0.1, 86_400, False))
-        for flag, value, low, high, open_low in checks:
-            if value is None:
-                continue
-            if not (math.isfinite(value) and (value > low if open_low else value >= low)
-                    and value <= high):
-                raise ConfigError(f"{flag} must be within [{low:g}, {high:g}] s, got {value}")
+        if self.duration_s is not None:
+            check_seconds("--duration", self.duration_s, 0.0, math.inf, open_low=True)
+        check_seconds("--flush-interval", self.flush_interval, 0.01, 3600)
+        check_seconds("--seal-interval", self.seal_interval, 0.1, 86_400)
+        check_seconds("--silence-timeout", self.silence_timeout, 0.1, 86_400)
         if self.segment_rows < 1:
             raise ConfigError("segment rows must be >= 1")
 

@@ -150,12 +150,17 @@ class FileReader:
                                 + (" (a blank line)" if all(c[index].as_py() is None
                                                             for c in batch.columns) else ""))
 
-    def positive(self, values: np.ndarray, name: str, first_line: int) -> None:
+    def positive(self, batch: pa.RecordBatch, column: str, first_line: int,
+                 label: str | None = None) -> np.ndarray:
+        """The column's values, each a finite number > 0 (else the row is named, as `label`
+        or the column's name)."""
+        values = batch.column(column).to_numpy()
         bad = ~(np.isfinite(values) & (values > 0))
         if bad.any():
             index = int(np.flatnonzero(bad)[0])
-            raise self.fail(first_line + index, f"{name} must be a finite number > 0, "
-                                                f"got {float(values[index])}")
+            raise self.fail(first_line + index, f"{label or column} must be a finite number "
+                                                f"> 0, got {float(values[index])}")
+        return values
 
     def epoch_ints(self, values: np.ndarray, unit: str, name: str, first_line: int) -> np.ndarray:
         """Integer times in `unit` (the whole file's, judged from its first row) -> ns."""

@@ -141,10 +141,8 @@ class BinanceReader(FileReader):
     def convert(self, batch: pa.RecordBatch, first_line: int, pairs: PairTable) -> Block:
         self.no_nulls(batch, first_line)
         n = batch.num_rows
-        price = batch.column("price").to_numpy()
-        size = batch.column("qty").to_numpy()
-        self.positive(price, "price", first_line)
-        self.positive(size, "qty", first_line)
+        price = self.positive(batch, "price", first_line)
+        size = self.positive(batch, "qty", first_line)
         ts = self.epoch_ints(batch.column("time").to_numpy(), self.unit, "time", first_line)
         maker = batch.column("buyer_maker").to_numpy(zero_copy_only=False)
         code = pairs.code(self.venue, self.symbol, self.native)

@@ -44,10 +44,8 @@ class BybitReader(FileReader):
     def convert(self, batch: pa.RecordBatch, first_line: int, pairs: PairTable) -> Block:
         self.no_nulls(batch, first_line)
         n = batch.num_rows
-        price = batch.column("price").to_numpy()
-        size = batch.column("size").to_numpy()
-        self.positive(price, "price", first_line)
-        self.positive(size, "size", first_line)
+        price = self.positive(batch, "price", first_line)
+        size = self.positive(batch, "size", first_line)
         seconds = batch.column("timestamp").to_numpy()
         bad = ~((seconds >= _LOW) & (seconds < _HIGH))
         if bad.any():

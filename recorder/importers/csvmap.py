@@ -68,10 +68,8 @@ class CsvMapReader(FileReader):
         required = [name for name in batch.schema.names if name not in optional]
         self.no_nulls(batch.select(required), first_line)
         n = batch.num_rows
-        price = batch.column(mapped["price"]).to_numpy()
-        size = batch.column(mapped["size"]).to_numpy()
-        self.positive(price, f"price ({mapped['price']})", first_line)
-        self.positive(size, f"size ({mapped['size']})", first_line)
+        price = self.positive(batch, mapped["price"], first_line, f"price ({mapped['price']})")
+        size = self.positive(batch, mapped["size"], first_line, f"size ({mapped['size']})")
         ts = self._times(batch.column(mapped["ts"]), first_line, mapped["ts"])
         if "side" not in mapped:
             side = np.full(n, UNKNOWN, np.int8)

@@ -42,10 +42,8 @@ class TardisReader(FileReader):
     def convert(self, batch: pa.RecordBatch, first_line: int, pairs: PairTable) -> Block:
         self.no_nulls(batch, first_line)
         n = batch.num_rows
-        price = batch.column("price").to_numpy()
-        size = batch.column("amount").to_numpy()
-        self.positive(price, "price", first_line)
-        self.positive(size, "amount", first_line)
+        price = self.positive(batch, "price", first_line)
+        size = self.positive(batch, "amount", first_line)
         ts = self.epoch_ints(batch.column("timestamp").to_numpy(), "us", "timestamp", first_line)
         recv = self.epoch_ints(batch.column("local_timestamp").to_numpy(), "us",
                                "local_timestamp", first_line)
